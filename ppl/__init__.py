@@ -1,0 +1,23 @@
+"""ppl: probabilistic programs on JAX, with MCMC, SMC and diffusion-model backends.
+
+Models are Python functions using numpyro's primitives (re-exported here); a plain numpyro
+model runs unchanged.
+"""
+
+from numpyro import deterministic, factor, plate, sample
+
+__version__ = "0.1.0"
+
+from ppl.mcmc import mcmc  # noqa: E402
+from ppl.posterior import Posterior  # noqa: E402
+from ppl.predictive import predictive  # noqa: E402
+
+__all__ = [
+    "Posterior",
+    "deterministic",
+    "factor",
+    "mcmc",
+    "plate",
+    "predictive",
+    "sample",
+]

@@ -1,0 +1,73 @@
+"""ArviZ export: one ``xarray.DataTree`` code path for ArviZ 0.2x and 1.x.
+
+The tree has the standard groups (``posterior``, ``sample_stats``, ``log_likelihood``,
+``observed_data``, ``prior``, ``prior_predictive``, ``posterior_predictive``) with dims
+``(chain, draw, ...)``, plus any rectangular extra group (SMC stages). ArviZ 1.x takes the
+DataTree itself; ArviZ 0.2x gets ``az.from_datatree(tree)``. ``az.from_dict`` is not used: its
+signature changed between the two generations.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+import arviz as az
+import numpy as np
+import xarray as xr
+
+ARVIZ_1 = int(az.__version__.split(".")[0]) >= 1
+
+
+def _dims_for(name: str, shape: tuple[int, ...], leading: tuple[str, ...], named: tuple = ()):
+    """Dims for an array: the leading sample dims, then plate names or ``{name}_dim_{i}``."""
+    event_ndim = len(shape) - len(leading)
+    named = tuple(named)[-event_ndim:] if event_ndim > 0 else ()
+    dims = list(leading)
+    for i in range(event_ndim):
+        offset = event_ndim - len(named)
+        if i >= offset and named[i - offset] not in dims:
+            dims.append(named[i - offset])
+        else:
+            dims.append(f"{name}_dim_{i}")
+    return dims
+
+
+def dataset(
+    arrays: dict,
+    leading: tuple[str, ...] = ("chain", "draw"),
+    site_dims: dict | None = None,
+    attrs: dict | None = None,
+) -> xr.Dataset:
+    """An ``xr.Dataset`` of numpy arrays whose first axes are the ``leading`` dims."""
+    site_dims = site_dims or {}
+    data_vars = {}
+    for name, value in arrays.items():
+        value = np.asarray(value)
+        dims = _dims_for(name, value.shape, leading, site_dims.get(name, ()))
+        data_vars[name] = (dims, value)
+    ds = xr.Dataset(data_vars)
+    for dim in ds.dims:
+        if dim not in ds.coords:
+            ds = ds.assign_coords({dim: np.arange(ds.sizes[dim])})
+    ds.attrs.update(_default_attrs())
+    ds.attrs.update(attrs or {})
+    return ds
+
+
+def _default_attrs() -> dict:
+    from ppl import __version__
+
+    return {
+        "created_at": datetime.datetime.now(datetime.UTC).isoformat(),
+        "inference_library": "ppl",
+        "inference_library_version": __version__,
+        "arviz_version": az.__version__,
+    }
+
+
+def to_arviz(groups: dict[str, xr.Dataset]):
+    """Wrap a dict of datasets as ArviZ data: a DataTree on ArviZ 1.x, InferenceData on 0.2x."""
+    tree = xr.DataTree.from_dict({name: ds for name, ds in groups.items() if ds is not None})
+    if ARVIZ_1:
+        return tree
+    return az.from_datatree(tree)

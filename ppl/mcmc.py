@@ -1,0 +1,260 @@
+"""``ppl.mcmc``: many chains of an MCMC kernel with Stan-style warm-up, returning a Posterior.
+
+The run is two jitted phases (warm-up with adaptation, then sampling), each a ``lax.scan``
+over steps of all chains at once (``vmap``). The host drives the scan in chunks only to update
+the progress bar and to keep the draws completed so far when the user presses Ctrl-C; the key
+of step ``i`` is ``fold_in(key, i)``, so the numbers do not depend on the chunk size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from inference.mcmc import adaptation, base
+from inference.mcmc.kernels import get_kernel
+from ppl.model import CompiledModel, compile_model
+from ppl.posterior import Posterior
+from ppl.validation import check_count, check_seed
+
+PROGRESS_UPDATES = 20
+
+
+def mcmc(
+    model: Callable,
+    *args,
+    kernel="nuts",
+    chains: int = 4,
+    warmup: int = 1000,
+    draws: int = 1000,
+    seed: int = 0,
+    progress_bar: bool = True,
+    init: dict | None = None,
+    log_likelihood: bool = True,
+    chunk_size: int | None = None,
+    **model_kwargs,
+) -> Posterior:
+    """Sample the posterior of ``model(*args, **model_kwargs)`` with an MCMC kernel.
+
+    Args:
+        model: a function using numpyro primitives (a plain numpyro model runs unchanged).
+        kernel: ``"nuts"``, ``"hmc"``, ``"mala"``, ``"rwmh"``, or a configured kernel object
+            such as ``inference.mcmc.NUTS(target_accept=0.9, dense_mass=True)``.
+        chains: number of chains, run at once (vectorised).
+        warmup: warm-up iterations (step size by dual averaging, mass matrix by Stan's
+            windowed schedule); discarded.
+        draws: iterations kept per chain.
+        seed: integer seed; the same seed gives the same draws.
+        progress_bar: show a tqdm bar with the divergences so far.
+        init: optional dict of constrained initial values for some or all latent sites
+            (shared by all chains); the others start Stan-style in (-2, 2).
+        log_likelihood: compute the pointwise log-likelihood of observed sites (for LOO).
+        chunk_size: iterations per jitted chunk (default: about 1/20 of the run when the bar
+            is shown, else the whole run).
+
+    Returns:
+        A :class:`~ppl.posterior.Posterior`. Pressing Ctrl-C during sampling returns the draws
+        completed so far, with ``post.partial`` set.
+    """
+    check_count("chains", chains)
+    check_count("warmup", warmup, minimum=0)
+    check_count("draws", draws)
+    key = check_seed(seed)
+    if chunk_size is not None:
+        check_count("chunk_size", chunk_size)
+    kernel_obj = get_kernel(kernel)
+    compiled = compile_model(model, args, model_kwargs)
+    if any(s.is_diffusion_prior for s in compiled.latents.values()):
+        raise ValueError(
+            "the model has a DiffusionPrior site; sample its posterior with ppl.smc(model, ...)"
+        )
+    key_init, key_warmup, key_sample = jax.random.split(key, 3)
+    positions = _initial_positions(compiled, key_init, chains, init)
+    logdensity_fn = compiled.logdensity
+
+    bar = tqdm(
+        total=warmup + draws,
+        desc="warmup" if warmup else "sampling",
+        disable=not progress_bar,
+        unit="it",
+        dynamic_ncols=True,
+    )
+    divergences = 0
+    interrupted = False
+    collected = []
+    try:
+        # -- warm-up --------------------------------------------------------------------
+        warm_state = jax.jit(
+            jax.vmap(lambda x: adaptation.warmup_init(x, logdensity_fn, kernel_obj, warmup))
+        )(positions)
+
+        def warmup_step(key, wstate):
+            wstate, info = adaptation.warmup_step(key, wstate, logdensity_fn, kernel_obj, warmup)
+            return wstate, info.diverging
+
+        for warm_state, diverging, n in _chunked_scan(
+            warmup_step, warm_state, key_warmup, warmup, chains, _chunk(chunk_size, warmup, progress_bar)
+        ):
+            divergences += int(np.sum(diverging))
+            bar.update(n)
+            bar.set_postfix(divergences=divergences, refresh=False)
+        state, step_size, inverse_mass_matrix = jax.vmap(adaptation.warmup_final)(warm_state)
+
+        # -- sampling -------------------------------------------------------------------
+        bar.set_description("sampling")
+        divergences = 0
+
+        def sample_step(key, carry):
+            state, step_size, inverse_mass_matrix = carry
+            state, info = kernel_obj.step(key, state, logdensity_fn, step_size, inverse_mass_matrix)
+            return (state, step_size, inverse_mass_matrix), (state.position, state.logdensity, info)
+
+        carry = (state, step_size, inverse_mass_matrix)
+        for carry, out, n in _chunked_scan(
+            sample_step, carry, key_sample, draws, chains, _chunk(chunk_size, draws, progress_bar)
+        ):
+            out = jax.tree.map(lambda a, n=n: np.asarray(a)[:, :n], out)
+            collected.append(out)
+            divergences += int(np.sum(out[2].diverging))
+            bar.update(n)
+            bar.set_postfix(divergences=divergences, refresh=False)
+    except KeyboardInterrupt:
+        if not collected:
+            raise
+        interrupted = True
+    finally:
+        bar.close()
+
+    positions, lp, info = jax.tree.map(lambda *a: np.concatenate(a, axis=1), *collected)
+    step_size = np.broadcast_to(np.asarray(carry[1])[:, None], lp.shape)
+    stats = {
+        "lp": lp,
+        "step_size": step_size,
+        "acceptance_rate": info.acceptance_rate,
+        "diverging": info.diverging.astype(bool),
+        "energy": info.energy,
+        "n_steps": info.n_steps,
+        "tree_depth": info.tree_depth,
+    }
+    if kernel_obj.name == "nuts":
+        stats["reached_max_treedepth"] = info.tree_depth >= kernel_obj.max_tree_depth
+    if kernel_obj.name in ("rwmh", "mala"):
+        for name in ("energy", "n_steps", "tree_depth"):
+            stats.pop(name)
+    samples, pointwise = _postprocess(compiled, positions, log_likelihood)
+    post = Posterior(
+        samples=samples,
+        stats=stats,
+        log_likelihood=pointwise,
+        observed_data=dict(compiled.observed),
+        site_dims=compiled.site_dims,
+        attrs={
+            "method": f"mcmc/{kernel_obj.name}",
+            "num_warmup": warmup,
+            "partial": interrupted,
+            "seed": seed if isinstance(seed, int) else -1,
+        },
+    )
+    post.compiled = compiled
+    if stats["diverging"].any():
+        n = int(stats["diverging"].sum())
+        import warnings
+
+        warnings.warn(
+            f"{n} divergent transition(s) after warm-up ({n / stats['diverging'].size:.1%} of "
+            "draws): the posterior may be biased there; consider a higher target_accept or a "
+            "reparametrisation",
+            stacklevel=2,
+        )
+    return post
+
+
+def _chunk(chunk_size, total, progress_bar) -> int:
+    if total == 0:
+        return 1
+    if chunk_size is not None:
+        return min(chunk_size, total)
+    if not progress_bar:
+        return total
+    return max(1, math.ceil(total / PROGRESS_UPDATES))
+
+
+def _chunked_scan(step_fn, carry, key, total, chains, chunk):
+    """Yield ``(carry, outputs, n_valid)`` after each chunk of a ``total``-step scan.
+
+    ``step_fn(key, carry_one_chain) -> (carry, out)`` is vmapped over chains. Step ``i`` uses
+    ``split(fold_in(key, i), chains)``; steps past ``total`` in the last chunk are skipped with a
+    ``lax.cond`` (the same compiled chunk serves every chunk).
+    """
+    if total == 0:
+        return
+    vstep = jax.vmap(step_fn)
+    out_shape = jax.eval_shape(lambda c: vstep(jax.random.split(key, chains), c)[1], carry)
+
+    @jax.jit
+    def run_chunk(carry, start):
+        def body(carry, i):
+            index = start + i
+            keys = jax.random.split(jax.random.fold_in(key, index), chains)
+
+            def skip(c):
+                return c, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), out_shape)
+
+            return jax.lax.cond(index < total, lambda c: vstep(keys, c), skip, carry)
+
+        carry, out = jax.lax.scan(body, carry, jnp.arange(chunk))
+        # (chunk, chains, ...) -> (chains, chunk, ...)
+        return carry, jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), out)
+
+    for start in range(0, total, chunk):
+        carry, out = run_chunk(carry, start)
+        yield carry, out, min(chunk, total - start)
+
+
+def _initial_positions(compiled: CompiledModel, key, chains: int, init: dict | None):
+    if init is None:
+        return compiled.initial_positions(key, chains)
+    if not isinstance(init, dict):
+        raise TypeError(f"init must be a dict of site name -> value, got {type(init).__name__}")
+    unknown = set(init) - set(compiled.latents)
+    if unknown:
+        raise ValueError(
+            f"init names unknown latent site(s) {sorted(unknown)}; latent sites are "
+            f"{sorted(compiled.latents)}"
+        )
+    random_positions = compiled.initial_positions(key, chains)
+    fixed = jax.vmap(compiled.to_constrained)(random_positions)
+    for name, value in init.items():
+        value = jnp.asarray(value, dtype=jnp.result_type(float))
+        expected = compiled.latents[name].shape
+        if value.shape != expected:
+            raise ValueError(f"init['{name}'] has shape {value.shape}, expected {expected}")
+        fixed[name] = jnp.broadcast_to(value, (chains, *expected))
+    positions = jax.vmap(compiled.to_unconstrained)(fixed)
+    values = jax.vmap(base.init, in_axes=(0, None))(positions, compiled.logdensity)
+    if not np.all(np.isfinite(np.asarray(values.logdensity))):
+        raise ValueError("the log density is not finite at the values given in init")
+    return positions
+
+
+def _postprocess(compiled: CompiledModel, positions: np.ndarray, with_log_likelihood: bool):
+    """Constrained site values (latent and deterministic) and pointwise log-likelihoods."""
+    chains, draws = positions.shape[:2]
+    flat = jnp.asarray(positions.reshape(chains * draws, -1))
+    values = jax.jit(jax.vmap(compiled.constrained_draws))(flat)
+    samples = {
+        k: np.asarray(v).reshape(chains, draws, *np.shape(v)[1:]) for k, v in values.items()
+    }
+    pointwise = {}
+    if with_log_likelihood and compiled.observed:
+        latent = {k: values[k] for k in compiled.latents}
+        lls = jax.jit(compiled.pointwise_log_likelihood)(latent)
+        pointwise = {
+            k: np.asarray(v).reshape(chains, draws, *np.shape(v)[1:]) for k, v in lls.items()
+        }
+    return samples, pointwise

@@ -1,0 +1,342 @@
+"""Compile a probabilistic program into what the inference backends consume.
+
+A model is a Python function that calls numpyro primitives (``sample``, ``plate``,
+``deterministic``, ``factor``, ``sample(..., obs=...)``). Tracing it once with numpyro's
+effect handlers gives its sites; from those we build
+
+* the log density of the latent sites on unconstrained space,
+
+  .. math:: \\log \\pi(z) = \\sum_{\\text{latent } s} \\log p_s(T_s(z_s))
+            + \\sum_{\\text{observed } s} \\log p_s(y_s) + \\sum_s \\log |\\det J_{T_s}(z_s)|,
+
+  where :math:`T_s` = ``biject_to(support_s)`` (numpyro's transforms, the Jacobian added here
+  once), split into a *prior* part (latent sites and Jacobians) and a *likelihood* part
+  (observed sites and ``factor`` terms) for tempering;
+* initial points drawn Stan-style, uniformly in ``(-2, 2)`` on unconstrained space and redrawn
+  until the log density and its gradient are finite;
+* maps between the flat unconstrained vector and the dict of constrained site values,
+  deterministic sites included;
+* the pointwise log-likelihood of every observed site (for LOO / WAIC).
+
+Every check that can fail on user input runs here, on the host, before any compilation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+from numpyro import handlers
+from numpyro.distributions import constraints
+from numpyro.distributions.transforms import biject_to
+from numpyro.infer.util import log_likelihood as _numpyro_log_likelihood
+
+INIT_RADIUS = 2.0
+INIT_ATTEMPTS = 100
+
+
+@dataclass(frozen=True)
+class LatentSite:
+    """A latent sample site: its constrained shape and the bijection from unconstrained space."""
+
+    name: str
+    shape: tuple[int, ...]
+    unconstrained_shape: tuple[int, ...]
+    transform: Any
+    is_diffusion_prior: bool = False
+
+
+@dataclass
+class CompiledModel:
+    """A model turned into functions of a flat unconstrained vector of size ``dim``."""
+
+    model: Callable
+    args: tuple
+    kwargs: dict
+    latents: dict[str, LatentSite]
+    observed: dict[str, np.ndarray]
+    deterministic: list[str]
+    factors: list[str]
+    dim: int
+    unravel: Callable
+    site_dims: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    # -- maps between spaces -------------------------------------------------------------
+    def to_constrained(self, flat):
+        """Flat unconstrained vector -> dict of constrained latent values."""
+        unconstrained = self.unravel(flat)
+        return {n: s.transform(unconstrained[n]) for n, s in self.latents.items()}
+
+    def to_unconstrained(self, values: dict):
+        """Dict of constrained latent values -> flat unconstrained vector."""
+        unconstrained = {n: s.transform.inv(jnp.asarray(values[n])) for n, s in self.latents.items()}
+        flat, _ = ravel_pytree(unconstrained)
+        return flat
+
+    def _trace(self, constrained: dict):
+        substituted = handlers.substitute(handlers.seed(self.model, rng_seed=0), data=constrained)
+        return handlers.trace(substituted).get_trace(*self.args, **self.kwargs)
+
+    # -- densities -----------------------------------------------------------------------
+    def log_prior_and_likelihood(self, flat):
+        """``(log prior on unconstrained space incl. Jacobian, log likelihood incl. factors)``."""
+        unconstrained = self.unravel(flat)
+        constrained = {}
+        log_det = 0.0
+        for name, site in self.latents.items():
+            value = site.transform(unconstrained[name])
+            constrained[name] = value
+            log_det = log_det + jnp.sum(
+                site.transform.log_abs_det_jacobian(unconstrained[name], value)
+            )
+        trace = self._trace(constrained)
+        log_prior = log_det
+        log_lik = 0.0
+        for site in trace.values():
+            if site["type"] != "sample":
+                continue
+            term = _site_log_prob(site)
+            if site["is_observed"]:
+                log_lik = log_lik + term
+            else:
+                log_prior = log_prior + term
+        return log_prior, log_lik
+
+    def logdensity(self, flat):
+        """Log posterior density (up to a constant) of the flat unconstrained vector."""
+        log_prior, log_lik = self.log_prior_and_likelihood(flat)
+        return log_prior + log_lik
+
+    def log_prior(self, flat):
+        return self.log_prior_and_likelihood(flat)[0]
+
+    def log_likelihood(self, flat):
+        return self.log_prior_and_likelihood(flat)[1]
+
+    # -- draws -----------------------------------------------------------------------------
+    def constrained_draws(self, flat):
+        """Latent and deterministic site values for one flat unconstrained vector."""
+        constrained = self.to_constrained(flat)
+        if not self.deterministic:
+            return constrained
+        trace = self._trace(constrained)
+        out = dict(constrained)
+        for name in self.deterministic:
+            out[name] = trace[name]["value"]
+        return out
+
+    def pointwise_log_likelihood(self, samples: dict) -> dict:
+        """Per-observation log-likelihood of each observed site (numpyro's ``log_likelihood``).
+
+        ``samples`` maps latent names to arrays with one leading batch axis.
+        """
+        if not self.observed:
+            return {}
+        latent = {n: samples[n] for n in self.latents}
+        lls = _numpyro_log_likelihood(self.model, latent, *self.args, **self.kwargs)
+        return {n: v for n, v in lls.items() if n in self.observed}
+
+    def initial_positions(self, key, num: int, logdensity_fn: Callable | None = None):
+        """``num`` Stan-style initial points, each redrawn until density and gradient are finite.
+
+        Draws ``INIT_ATTEMPTS`` candidates uniform on ``(-2, 2)^dim`` per point and keeps the
+        first finite one. Raises ``ValueError`` naming the offending sites when none is.
+        """
+        logdensity_fn = logdensity_fn or self.logdensity
+        candidates = jax.random.uniform(
+            key, (num, INIT_ATTEMPTS, self.dim), minval=-INIT_RADIUS, maxval=INIT_RADIUS
+        )
+
+        @jax.jit
+        def first_finite(cands):
+            value, grad = jax.vmap(jax.value_and_grad(logdensity_fn))(cands)
+            ok = jnp.isfinite(value) & jnp.all(jnp.isfinite(grad), axis=-1)
+            index = jnp.argmax(ok)
+            return cands[index], ok[index]
+
+        positions, found = jax.vmap(first_finite)(candidates)
+        found = np.asarray(found)
+        if not found.all():
+            raise ValueError(
+                f"the log density is not finite at any of {INIT_ATTEMPTS} initial points drawn "
+                f"uniformly in (-{INIT_RADIUS}, {INIT_RADIUS}) on unconstrained space"
+                f"{self._diagnose_nonfinite(candidates[int(np.argmin(found)), 0])}; check the "
+                "model's data and parameter supports"
+            )
+        return positions
+
+    def _diagnose_nonfinite(self, flat) -> str:
+        constrained = self.to_constrained(flat)
+        trace = self._trace(constrained)
+        bad = [
+            name
+            for name, site in trace.items()
+            if site["type"] == "sample" and not np.isfinite(np.asarray(_site_log_prob(site)))
+        ]
+        return f" (non-finite log density at site(s) {', '.join(map(repr, bad))})" if bad else ""
+
+
+def _site_log_prob(site):
+    log_prob = site["fn"].log_prob(site["value"])
+    if site.get("scale") is not None:
+        log_prob = site["scale"] * log_prob
+    return jnp.sum(log_prob)
+
+
+def _is_diffusion_prior(fn) -> bool:
+    return getattr(fn, "is_diffusion_prior", False)
+
+
+def trace_model(model: Callable, args: tuple, kwargs: dict, seed: int = 0):
+    """Run the model once under numpyro's ``seed`` and ``trace`` handlers.
+
+    Exceptions raised by the model are re-raised with a sentence saying so. ``DiffusionPrior``
+    sites are not simulated here (their sampler is expensive): a placeholder of the right shape
+    stands in.
+    """
+    if not callable(model):
+        raise TypeError(f"model must be a callable (a Python function), got {type(model).__name__}")
+    try:
+        with handlers.trace() as tr, handlers.seed(rng_seed=seed):
+            with _DiffusionPlaceholder():
+                model(*args, **kwargs)
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"the model raised while being traced: {err}") from err
+    except Exception as err:  # noqa: BLE001 - any user error, re-raised with context
+        raise RuntimeError(f"the model raised while being traced: {err!r}") from err
+    return tr
+
+
+class _DiffusionPlaceholder(handlers.Messenger):
+    """Substitutes zeros for ``DiffusionPrior`` draws while tracing for the site structure."""
+
+    def process_message(self, msg):
+        if (
+            msg["type"] == "sample"
+            and msg.get("value") is None
+            and not msg["is_observed"]
+            and _is_diffusion_prior(msg["fn"])
+        ):
+            fn = msg["fn"]
+            shape = msg["kwargs"].get("sample_shape", ()) + fn.batch_shape + fn.event_shape
+            msg["value"] = jnp.zeros(shape)
+
+
+def compile_model(
+    model: Callable,
+    args: tuple = (),
+    kwargs: dict | None = None,
+    *,
+    require_continuous: bool = True,
+) -> CompiledModel:
+    """Trace ``model(*args, **kwargs)`` and build its :class:`CompiledModel`.
+
+    Raises ``ValueError`` / ``TypeError`` naming the site for: discrete latent sites (when
+    ``require_continuous``), supports without a bijection to unconstrained space, observed
+    values whose shape does not match their distribution, non-finite observed values, and a
+    model without latent sites.
+    """
+    kwargs = dict(kwargs or {})
+    trace = trace_model(model, args, kwargs)
+    latents: dict[str, LatentSite] = {}
+    observed: dict[str, np.ndarray] = {}
+    deterministic: list[str] = []
+    factors: list[str] = []
+    site_dims: dict[str, tuple[str, ...]] = {}
+    for name, site in trace.items():
+        if site["type"] == "deterministic":
+            deterministic.append(name)
+            continue
+        if site["type"] != "sample":
+            continue
+        fn = site["fn"]
+        site_dims[name] = _plate_dims(site)
+        if site["is_observed"]:
+            if site.get("infer", {}).get("is_auxiliary"):
+                factors.append(name)
+                continue
+            observed[name] = _check_observed(name, fn, site["value"])
+            continue
+        latents[name] = _latent_site(name, fn, site["value"], require_continuous)
+    if not latents:
+        raise ValueError(
+            "the model has no latent sample sites: nothing to infer (every site is observed)"
+        )
+    unconstrained_example = {n: jnp.zeros(s.unconstrained_shape) for n, s in latents.items()}
+    flat, unravel = ravel_pytree(unconstrained_example)
+    return CompiledModel(
+        model=model,
+        args=args,
+        kwargs=kwargs,
+        latents=latents,
+        observed=observed,
+        deterministic=deterministic,
+        factors=factors,
+        dim=int(flat.shape[0]),
+        unravel=unravel,
+        site_dims=site_dims,
+    )
+
+
+def _latent_site(name, fn, value, require_continuous) -> LatentSite:
+    support = fn.support
+    if require_continuous and (
+        getattr(support, "is_discrete", False) or getattr(fn, "is_discrete", False)
+    ):
+        raise ValueError(
+            f"latent site '{name}' has a discrete distribution ({type(fn).__name__}); "
+            "gradient-based kernels need continuous latent sites: marginalise it out, or "
+            "observe it with obs=..."
+        )
+    if _is_diffusion_prior(fn):
+        shape = tuple(jnp.shape(value))
+        return LatentSite(name, shape, shape, constraints_identity(), is_diffusion_prior=True)
+    try:
+        transform = biject_to(support)
+    except NotImplementedError as err:
+        raise ValueError(
+            f"latent site '{name}' has support {support!r}, for which there is no bijection to "
+            "unconstrained space; reparametrise it, or give it a distribution with a "
+            "continuous support that numpyro's biject_to knows"
+        ) from err
+    shape = tuple(jnp.shape(value))
+    unconstrained_shape = tuple(transform.inverse_shape(shape))
+    return LatentSite(name, shape, unconstrained_shape, transform)
+
+
+def constraints_identity():
+    return biject_to(constraints.real)
+
+
+def _check_observed(name, fn, value) -> np.ndarray:
+    array = np.asarray(value)
+    expected = tuple(fn.batch_shape) + tuple(fn.event_shape)
+    event = tuple(fn.event_shape)
+    try:
+        broadcast = np.broadcast_shapes(array.shape, expected)
+    except ValueError:
+        broadcast = None
+    wrong_event = event and array.shape[len(array.shape) - len(event) :] != event
+    if broadcast is None or wrong_event or (expected and broadcast != expected):
+        raise ValueError(
+            f"observed site '{name}': obs has shape {array.shape}, but its distribution "
+            f"{type(fn).__name__} has batch_shape + event_shape {expected}"
+        )
+    if np.issubdtype(array.dtype, np.number) and not np.all(np.isfinite(array)):
+        bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+        raise ValueError(
+            f"observed site '{name}' contains {bad} non-finite value(s) (NaN or inf); "
+            "remove or impute them, or mask them with numpyro.handlers.mask"
+        )
+    return array
+
+
+def _plate_dims(site) -> tuple[str, ...]:
+    """Names for the site's batch axes from the plates it sits in (rightmost plate last)."""
+    frames = sorted(site.get("cond_indep_stack", []), key=lambda f: f.dim)
+    return tuple(f.name for f in frames)

@@ -1,0 +1,115 @@
+"""The result every backend returns: draws, diagnostics, evidence, and ArviZ export."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ppl import arviz_io
+
+
+@dataclass
+class Posterior:
+    """Draws of a model's sites with their diagnostics.
+
+    Attributes:
+        samples: site name -> array shaped ``(chains, draws, *site_shape)`` (for SMC, ``chains``
+            counts independent runs and ``draws`` particles).
+        stats: per-draw diagnostics shaped ``(chains, draws)``, named as ArviZ's
+            ``sample_stats`` group names them (``diverging``, ``energy``, ``tree_depth``,
+            ``n_steps``, ``step_size``, ``acceptance_rate``, ``lp``).
+        log_evidence: estimate of ``log p(data)`` where the method gives one, else ``None``.
+        log_likelihood: observed site -> pointwise log-likelihood ``(chains, draws, *obs_shape)``.
+        observed_data: observed site -> observed value.
+        predictive: ArviZ group name (``prior``, ``prior_predictive``,
+            ``posterior_predictive``) -> {site: array ``(chains, draws, ...)``}.
+        stages: per-stage / per-step diagnostics of SMC, ``{name: (runs, stages)}`` padded with
+            NaN, exported as the ``smc_stages`` group.
+        attrs: metadata (kernel, settings, ``partial`` when interrupted).
+    """
+
+    samples: dict[str, np.ndarray]
+    stats: dict[str, np.ndarray] = field(default_factory=dict)
+    log_evidence: float | None = None
+    log_likelihood: dict[str, np.ndarray] = field(default_factory=dict)
+    observed_data: dict[str, np.ndarray] = field(default_factory=dict)
+    predictive: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    stages: dict[str, np.ndarray] = field(default_factory=dict)
+    attrs: dict = field(default_factory=dict)
+    site_dims: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    compiled: object = field(default=None, repr=False)
+
+    @property
+    def num_chains(self) -> int:
+        return next(iter(self.samples.values())).shape[0]
+
+    @property
+    def num_draws(self) -> int:
+        return next(iter(self.samples.values())).shape[1]
+
+    @property
+    def partial(self) -> bool:
+        """True when the run was interrupted and holds only the draws completed by then."""
+        return bool(self.attrs.get("partial", False))
+
+    def __repr__(self) -> str:
+        sites = ", ".join(f"{k}{tuple(v.shape[2:])}" for k, v in self.samples.items())
+        extra = f", log_evidence={self.log_evidence:.4f}" if self.log_evidence is not None else ""
+        flag = ", partial" if self.partial else ""
+        return (
+            f"Posterior({self.attrs.get('method', '?')}: {self.num_chains} chains x "
+            f"{self.num_draws} draws; {sites}{extra}{flag})"
+        )
+
+    def to_arviz(self):
+        """ArviZ data with groups posterior, sample_stats, log_likelihood, observed_data, ...
+
+        An ``xarray.DataTree`` on ArviZ 1.x, an ``InferenceData`` on ArviZ 0.2x.
+        """
+        attrs = {k: v for k, v in self.attrs.items() if isinstance(v, (str, int, float, bool))}
+        attrs = {k: (int(v) if isinstance(v, bool) else v) for k, v in attrs.items()}
+        groups = {"posterior": arviz_io.dataset(self.samples, site_dims=self.site_dims, attrs=attrs)}
+        per_draw = {k: v for k, v in self.stats.items() if np.ndim(v) >= 2}
+        per_chain = {k: v for k, v in self.stats.items() if np.ndim(v) == 1}
+        if per_draw or per_chain:
+            stats = arviz_io.dataset(per_draw, attrs=attrs)
+            for name, value in per_chain.items():
+                stats[name] = (("chain",), np.asarray(value))
+            groups["sample_stats"] = stats
+        if self.log_likelihood:
+            groups["log_likelihood"] = arviz_io.dataset(
+                self.log_likelihood, site_dims=self.site_dims
+            )
+        if self.observed_data:
+            groups["observed_data"] = arviz_io.dataset(
+                self.observed_data, leading=(), site_dims=self.site_dims
+            )
+        for name, arrays in self.predictive.items():
+            groups[name] = arviz_io.dataset(arrays, site_dims=self.site_dims)
+        if self.stages:
+            groups["smc_stages"] = arviz_io.dataset(self.stages, leading=("chain", "stage"))
+        return arviz_io.to_arviz(groups)
+
+    def summary(self, var_names=None, **kwargs):
+        """ArviZ's summary table (mean, sd, HDI, MCSE, ESS, R-hat) of the posterior group."""
+        import arviz as az
+
+        return az.summary(self.to_arviz(), var_names=var_names, **kwargs)
+
+    def plot(self, path: str | None = None, var_names=None, **kwargs):
+        """Trace plot (ArviZ ``plot_trace``); saved to ``path`` as an image when given."""
+        import arviz as az
+        import matplotlib
+
+        if path is not None:
+            matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        axes = az.plot_trace(self.to_arviz(), var_names=var_names, **kwargs)
+        fig = np.ravel(axes)[0].figure
+        fig.tight_layout()
+        if path is not None:
+            fig.savefig(path, dpi=100)
+            plt.close(fig)
+        return axes

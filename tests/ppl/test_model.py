@@ -1,0 +1,142 @@
+"""The model compiler: log density with Jacobians, initial points, maps, and input errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+from numpyro.distributions import constraints
+from scipy import stats
+
+from ppl.model import compile_model
+
+
+def scale_model(y=None):
+    sigma = numpyro.sample("sigma", dist.HalfNormal(2.0))
+    loc = numpyro.sample("loc", dist.Normal(1.0, 3.0))
+    with numpyro.plate("obs", 5):
+        numpyro.sample("y", dist.Normal(loc, sigma), obs=y)
+
+
+Y = np.array([0.3, -1.2, 2.0, 0.7, 1.1])
+
+
+def test_log_density_includes_jacobian_and_splits_prior_and_likelihood():
+    compiled = compile_model(scale_model, (), {"y": Y})
+    assert compiled.dim == 2
+    sigma, loc = 1.7, -0.7
+    z = compiled.to_unconstrained({"sigma": sigma, "loc": loc})
+    np.testing.assert_allclose(np.sort(np.asarray(z)), np.sort([np.log(sigma), loc]), rtol=1e-6)
+    log_prior = stats.halfnorm(scale=2.0).logpdf(sigma) + np.log(sigma) + stats.norm(1.0, 3.0).logpdf(loc)
+    log_lik = stats.norm(loc, sigma).logpdf(Y).sum()
+    prior, lik = compiled.log_prior_and_likelihood(z)
+    assert float(prior) == pytest.approx(log_prior, rel=1e-5)
+    assert float(lik) == pytest.approx(log_lik, rel=1e-5)
+    assert float(compiled.logdensity(z)) == pytest.approx(log_prior + log_lik, rel=1e-5)
+
+
+def test_round_trip_between_spaces_and_deterministic_sites():
+    def model():
+        x = numpyro.sample("x", dist.Dirichlet(jnp.ones(3)))
+        numpyro.sample("s", dist.LogNormal(0.0, 1.0))
+        numpyro.deterministic("x_max", jnp.max(x))
+
+    compiled = compile_model(model)
+    assert compiled.dim == 3  # 2 for the simplex, 1 for the positive scalar
+    z = jnp.array([0.2, -0.3, 0.5])
+    values = compiled.constrained_draws(z)
+    assert values["x"].sum() == pytest.approx(1.0, abs=1e-6)
+    assert float(values["x_max"]) == pytest.approx(float(values["x"].max()))
+    np.testing.assert_allclose(compiled.to_unconstrained(values), z, atol=1e-5)
+    assert jnp.allclose(compiled.to_constrained(z)["x"], values["x"])
+
+
+def test_initial_positions_are_finite_and_in_range():
+    compiled = compile_model(scale_model, (), {"y": Y})
+    positions = compiled.initial_positions(jax.random.PRNGKey(0), 8)
+    assert positions.shape == (8, 2)
+    assert np.all(np.abs(positions) < 2.0)
+    assert np.all(np.isfinite(jax.vmap(compiled.logdensity)(positions)))
+
+
+def test_pointwise_log_likelihood_matches_scipy():
+    compiled = compile_model(scale_model, (), {"y": Y})
+    samples = {"sigma": jnp.array([1.0, 2.0]), "loc": jnp.array([0.0, 0.5])}
+    lls = compiled.pointwise_log_likelihood(samples)
+    assert lls["y"].shape == (2, 5)
+    np.testing.assert_allclose(lls["y"][1], stats.norm(0.5, 2.0).logpdf(Y), rtol=1e-5)
+
+
+def test_factor_counts_as_likelihood_not_prior():
+    def model():
+        x = numpyro.sample("x", dist.Normal(0.0, 1.0))
+        numpyro.factor("penalty", -0.5 * x**2)
+
+    compiled = compile_model(model)
+    assert compiled.factors == ["penalty"] and not compiled.observed
+    prior, lik = compiled.log_prior_and_likelihood(jnp.array([2.0]))
+    assert float(lik) == pytest.approx(-2.0)
+    assert float(prior) == pytest.approx(stats.norm.logpdf(2.0), rel=1e-6)
+
+
+def test_discrete_latent_site_is_rejected_by_name():
+    def model():
+        numpyro.sample("k", dist.Poisson(3.0))
+
+    with pytest.raises(ValueError, match="latent site 'k' has a discrete distribution"):
+        compile_model(model)
+
+
+def test_support_without_bijection_is_rejected_by_name():
+    class Odd(constraints.Constraint):
+        def __call__(self, x):
+            return x > 0
+
+        def feasible_like(self, prototype):
+            return jnp.ones_like(prototype)
+
+    class OddDist(dist.Distribution):
+        support = Odd()
+
+        def sample(self, key, sample_shape=()):
+            return jnp.ones(sample_shape)
+
+        def log_prob(self, value):
+            return jnp.zeros_like(value)
+
+    def model():
+        numpyro.sample("w", OddDist())
+
+    with pytest.raises(ValueError, match="latent site 'w' has support"):
+        compile_model(model)
+
+
+def test_observed_value_of_wrong_shape_is_rejected_by_name():
+    with pytest.raises(ValueError, match="observed site 'y': obs has shape \\(4,\\)"):
+        compile_model(scale_model, (), {"y": Y[:4]})
+
+
+def test_observed_nan_is_rejected_by_name():
+    bad = Y.copy()
+    bad[2] = np.nan
+    with pytest.raises(ValueError, match="observed site 'y' contains 1 non-finite"):
+        compile_model(scale_model, (), {"y": bad})
+
+
+def test_model_that_raises_is_reported_as_such():
+    def model():
+        raise KeyError("oops")
+
+    with pytest.raises(RuntimeError, match="the model raised while being traced"):
+        compile_model(model)
+
+
+def test_log_density_non_finite_everywhere_names_the_site():
+    def model():
+        x = numpyro.sample("x", dist.Normal(0.0, 1.0))
+        numpyro.sample("y", dist.Uniform(10.0 + x**2, 11.0 + x**2), obs=jnp.array(0.0))
+
+    compiled = compile_model(model)
+    with pytest.raises(ValueError, match="not finite at any of 100 initial points.*'y'"):
+        compiled.initial_positions(jax.random.PRNGKey(0), 2)
