@@ -8,7 +8,7 @@ from numpyro import deterministic, factor, plate, sample
 
 __version__ = "0.1.0"
 
-from ppl.mcmc import mcmc  # noqa: E402
+from ppl.mcmc_sampler import mcmc  # noqa: E402
 from ppl.posterior import Posterior  # noqa: E402
 from ppl.predictive import predictive  # noqa: E402
 

@@ -1,0 +1,157 @@
+"""``ppl.mcmc`` end to end: a conjugate posterior, ArviZ export, determinism, errors, Ctrl-C."""
+
+import arviz as az
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+
+import inference
+import ppl
+
+# Normal mean with known noise: mu ~ N(m0, s0^2), y_i ~ N(mu, s^2).
+M0, S0, S = 1.0, 2.0, 1.5
+Y = np.random.default_rng(0).normal(0.7, S, size=20)
+POST_VAR = 1.0 / (1.0 / S0**2 + len(Y) / S**2)
+POST_MEAN = POST_VAR * (M0 / S0**2 + Y.sum() / S**2)
+
+
+def normal_mean(y=None):
+    mu = numpyro.sample("mu", dist.Normal(M0, S0))
+    scale = numpyro.sample("scale", dist.HalfNormal(1.0))  # a constrained site, prior only
+    with numpyro.plate("data", len(Y)):
+        numpyro.sample("y", dist.Normal(mu, S), obs=y)
+    numpyro.deterministic("mu_plus_scale", mu + scale)
+
+
+@pytest.fixture(scope="module")
+def post():
+    return ppl.mcmc(normal_mean, y=Y, chains=4, warmup=400, draws=500, seed=1, progress_bar=False)
+
+
+def _z(draws, mean):
+    ess = float(az.ess(draws[None] if draws.ndim == 1 else draws))
+    return (draws.mean() - mean) / (draws.std() / np.sqrt(ess))
+
+
+def test_nuts_matches_the_conjugate_posterior(post):
+    mu = post.samples["mu"]
+    assert mu.shape == (4, 500)
+    assert abs(_z(mu, POST_MEAN)) < 4
+    # Variance: the sd of the sample sd is about sd / sqrt(2 ESS).
+    ess = float(az.ess(mu))
+    assert abs(mu.std() - np.sqrt(POST_VAR)) < 4 * np.sqrt(POST_VAR) / np.sqrt(2 * ess)
+    # The prior-only half-normal scale: E = sqrt(2/pi).
+    assert abs(_z(post.samples["scale"], np.sqrt(2 / np.pi))) < 4
+    np.testing.assert_allclose(
+        post.samples["mu_plus_scale"], post.samples["mu"] + post.samples["scale"], rtol=1e-5
+    )
+
+
+def test_sample_stats_are_named_as_arviz_expects(post):
+    for name in ("lp", "step_size", "acceptance_rate", "diverging", "energy", "n_steps"):
+        assert post.stats[name].shape == (4, 500), name
+    assert post.stats["tree_depth"].max() <= 10
+    assert post.stats["diverging"].dtype == bool
+    assert 0.6 < post.stats["acceptance_rate"].mean() < 0.95
+
+
+def test_to_arviz_has_standard_groups_and_loo_works(post):
+    idata = post.to_arviz()
+    for group in ("posterior", "sample_stats", "log_likelihood", "observed_data"):
+        assert group in idata.groups() if hasattr(idata, "groups") else group in idata.children
+    assert idata.posterior["mu"].dims == ("chain", "draw")
+    assert idata.log_likelihood["y"].dims == ("chain", "draw", "data")
+    assert float(az.bfmi(idata).min()) > 0.3
+    loo = az.loo(idata)
+    assert np.isfinite(loo.elpd_loo)
+    summary = post.summary(var_names=["mu"])
+    assert summary.loc["mu", "r_hat"] < 1.02
+
+
+def test_posterior_predictive_is_attached_and_shaped(post):
+    ppc = ppl.predictive(normal_mean, posterior=post, y=None, seed=3)
+    assert ppc["y"].shape == (4, 500, len(Y))
+    assert "posterior_predictive" in post.to_arviz().groups()
+    # Predictive mean of y is the posterior mean of mu.
+    assert abs(ppc["y"].mean() - POST_MEAN) < 0.1
+    prior = ppl.predictive(normal_mean, num_samples=200, seed=0)
+    assert prior["mu"].shape == (1, 200) and prior["y"].shape == (1, 200, len(Y))
+
+
+@pytest.mark.parametrize("kernel", ["hmc", "mala", "rwmh"])
+def test_other_kernels_match_the_conjugate_posterior(kernel):
+    post = ppl.mcmc(
+        normal_mean, y=Y, kernel=kernel, chains=4, warmup=300, draws=600, seed=2,
+        progress_bar=False,
+    )
+    assert abs(_z(post.samples["mu"], POST_MEAN)) < 4
+
+
+def test_same_seed_same_numbers_and_chunking_does_not_matter():
+    kwargs = dict(y=Y, kernel="rwmh", chains=2, warmup=30, draws=20, seed=5, progress_bar=False)
+    a = ppl.mcmc(normal_mean, **kwargs)
+    b = ppl.mcmc(normal_mean, **kwargs, chunk_size=7)
+    np.testing.assert_array_equal(a.samples["mu"], b.samples["mu"])
+    np.testing.assert_array_equal(a.stats["step_size"], b.stats["step_size"])
+    c = ppl.mcmc(normal_mean, **{**kwargs, "seed": 6})
+    assert not np.array_equal(a.samples["mu"], c.samples["mu"])
+
+
+def test_dense_mass_kernel_object_and_init_values():
+    kernel = inference.NUTS(target_accept=0.9, dense_mass=True)
+    post = ppl.mcmc(
+        normal_mean, y=Y, kernel=kernel, chains=2, warmup=50, draws=10, seed=0,
+        progress_bar=False, init={"mu": 0.5},
+    )
+    assert post.samples["mu"].shape == (2, 10)
+
+
+def test_keyboard_interrupt_returns_the_completed_draws(monkeypatch):
+    import ppl.mcmc_sampler as mcmc_module
+
+    class InterruptingBar(mcmc_module.tqdm):
+        calls = 0
+
+        def update(self, n=1):
+            InterruptingBar.calls += 1
+            if self.desc.startswith("sampling") and InterruptingBar.calls > 4:
+                raise KeyboardInterrupt
+            return super().update(n)
+
+    monkeypatch.setattr(mcmc_module, "tqdm", InterruptingBar)
+    post = ppl.mcmc(normal_mean, y=Y, chains=2, warmup=20, draws=100, seed=0, chunk_size=10)
+    assert post.partial
+    assert 0 < post.num_draws < 100
+    assert post.stats["lp"].shape == (2, post.num_draws)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"kernel": "gibbs"}, ValueError, "unknown kernel 'gibbs'"),
+        ({"chains": 0}, ValueError, "chains must be an integer >= 1"),
+        ({"warmup": -1}, ValueError, "warmup must be an integer >= 0"),
+        ({"draws": 2.5}, TypeError, "draws must be an integer"),
+        ({"seed": "x"}, TypeError, "seed must be an int"),
+        ({"init": {"nu": 1.0}}, ValueError, "init names unknown latent site"),
+    ],
+)
+def test_bad_arguments_raise_before_compilation(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        ppl.mcmc(normal_mean, y=Y, progress_bar=False, **kwargs)
+
+
+def test_unknown_kernel_option_is_named():
+    with pytest.raises(TypeError, match="target_acept"):
+        inference.NUTS(target_acept=0.9)
+
+
+def test_discrete_latent_site_is_refused():
+    def model():
+        numpyro.sample("n", dist.Poisson(2.0))
+        numpyro.sample("x", dist.Normal(0.0, 1.0), obs=jnp.array(0.1))
+
+    with pytest.raises(ValueError, match="latent site 'n' has a discrete distribution"):
+        ppl.mcmc(model, progress_bar=False)
