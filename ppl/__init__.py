@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 from ppl.mcmc_sampler import mcmc  # noqa: E402
 from ppl.posterior import Posterior  # noqa: E402
 from ppl.predictive import predictive  # noqa: E402
+from ppl.smc import smc  # noqa: E402
 
 __all__ = [
     "Posterior",
@@ -20,4 +21,5 @@ __all__ = [
     "plate",
     "predictive",
     "sample",
+    "smc",
 ]

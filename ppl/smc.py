@@ -1,0 +1,172 @@
+"""``ppl.smc``: tempered SMC from the prior to the posterior of a model, with log evidence."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numpyro.infer import Predictive
+
+from inference.mcmc.kernels import get_kernel
+from inference.smc import tempered
+from ppl.mcmc_sampler import _postprocess
+from ppl.model import compile_model
+from ppl.posterior import Posterior
+from ppl.validation import check_count, check_probability, check_seed
+
+SMC_KERNELS = ("rwmh", "mala", "hmc")
+
+
+def smc(
+    model: Callable,
+    *args,
+    particles: int = 2000,
+    seed: int = 0,
+    kernel="rwmh",
+    num_mcmc_steps: int = 10,
+    target_ess: float = 0.5,
+    max_stages: int = 100,
+    dense_mass: bool = False,
+    waste_free: int | None = None,
+    resampling: str = "systematic",
+    runs: int = 1,
+    log_likelihood: bool = True,
+    **model_kwargs,
+) -> Posterior:
+    """Sample ``model(*args, **model_kwargs)`` by adaptive tempered SMC and estimate log p(data).
+
+    Particles start as exact prior draws (ancestral sampling of the model) and move through
+    ``p(x) L(x)^beta`` with ``beta`` chosen adaptively (bisection on the ESS), resampling and
+    MCMC rejuvenation at every stage; see :mod:`inference.smc.tempered` for the algorithm.
+
+    Args:
+        particles: number of particles ``N``.
+        kernel: rejuvenation kernel, ``"rwmh"``, ``"mala"`` or ``"hmc"`` (or a kernel object);
+            it is preconditioned by the particle covariance, its step size tuned per stage.
+        num_mcmc_steps: kernel steps per particle per stage.
+        target_ess: ESS ratio each new temperature is chosen to hit.
+        max_stages: cap on the number of temperatures.
+        dense_mass: dense particle covariance as preconditioner.
+        waste_free: ``P`` for waste-free SMC (``N / P`` chains of length ``P``).
+        resampling: ``"systematic"``, ``"stratified"``, ``"multinomial"`` or ``"residual"``.
+        runs: independent SMC runs (the ``chain`` dimension of the result).
+
+    Returns:
+        A :class:`~ppl.posterior.Posterior` with ``samples`` shaped ``(runs, particles, ...)``,
+        ``log_evidence`` (log of the mean evidence over runs), per-run
+        ``stats["log_marginal_likelihood"]``, and per-stage diagnostics in ``stages``
+        (temperature, ESS, acceptance rate, step size, evidence increment).
+    """
+    check_count("particles", particles, minimum=2)
+    check_count("runs", runs)
+    check_count("num_mcmc_steps", num_mcmc_steps)
+    check_count("max_stages", max_stages)
+    check_probability("target_ess", target_ess)
+    key = check_seed(seed)
+    kernel_obj = get_kernel(kernel)
+    if kernel_obj.name not in SMC_KERNELS:
+        raise ValueError(
+            f"kernel '{kernel_obj.name}' cannot rejuvenate tempered SMC: expected one of "
+            f"{SMC_KERNELS}"
+        )
+    if waste_free is not None:
+        check_count("waste_free", waste_free, minimum=2)
+        if particles % waste_free:
+            raise ValueError(
+                f"waste_free={waste_free} must divide particles={particles} (chains of length "
+                "waste_free started from particles / waste_free resampled particles)"
+            )
+    compiled = compile_model(model, args, model_kwargs)
+    if any(s.is_diffusion_prior for s in compiled.latents.values()):
+        raise NotImplementedError(
+            "posterior sampling for models with a DiffusionPrior site is not available yet"
+        )
+    key_prior, key_run = jax.random.split(key)
+    initial = _prior_particles(compiled, key_prior, runs, particles)
+
+    @jax.jit
+    def run_all(keys, initial):
+        return jax.vmap(
+            lambda k, x: tempered.run(
+                k,
+                compiled.log_prior,
+                compiled.log_likelihood,
+                x,
+                kernel_obj,
+                num_mcmc_steps=num_mcmc_steps,
+                target_ess=target_ess,
+                max_stages=max_stages,
+                dense_mass=dense_mass,
+                waste_free=waste_free,
+                resampling=resampling,
+            )
+        )(keys, initial)
+
+    result = jax.device_get(run_all(jax.random.split(key_run, runs), initial))
+    if np.any(result.failed):
+        raise FloatingPointError(
+            "tempered SMC: every particle weight became zero; the likelihood is -inf or NaN "
+            "at all particles (check the model and data)"
+        )
+    if not np.all(result.reached_one):
+        raise RuntimeError(
+            f"tempered SMC did not reach temperature 1 within max_stages={max_stages} stages "
+            f"(reached {np.min(result.temperature[:, -1]):.3g}); increase max_stages or "
+            "target_ess"
+        )
+    positions = np.asarray(result.particles)
+    samples, pointwise = _postprocess(compiled, positions, log_likelihood)
+    num_stages = int(np.max(result.num_stages))
+    stages = {
+        "temperature": result.temperature[:, :num_stages],
+        "ess": result.ess[:, :num_stages],
+        "acceptance_rate": result.acceptance_rate[:, :num_stages],
+        "step_size": result.step_size[:, :num_stages],
+        "log_evidence_increment": result.log_evidence_increments[:, :num_stages],
+    }
+    log_z = np.asarray(result.log_evidence, dtype=np.float64)
+    log_evidence = float(np.logaddexp.reduce(log_z) - np.log(runs))
+    if runs > 1 and np.std(log_z) > 1.0:
+        warnings.warn(
+            f"the log-evidence estimates of the {runs} runs spread by {np.std(log_z):.2f} nats; "
+            "use more particles or MCMC steps",
+            stacklevel=2,
+        )
+    return Posterior(
+        samples=samples,
+        stats={
+            "log_marginal_likelihood": log_z,
+            "num_stages": np.asarray(result.num_stages),
+        },
+        log_evidence=log_evidence,
+        log_likelihood=pointwise,
+        observed_data=dict(compiled.observed),
+        stages=stages,
+        site_dims=compiled.site_dims,
+        compiled=compiled,
+        attrs={
+            "method": f"smc/tempered/{kernel_obj.name}",
+            "particles": particles,
+            "waste_free": waste_free or 0,
+        },
+    )
+
+
+def _prior_particles(compiled, key, runs: int, particles: int):
+    """Exact prior draws of the latent sites, mapped to unconstrained space: ``(runs, N, d)``."""
+    try:
+        draws = Predictive(
+            compiled.model, num_samples=runs * particles, return_sites=list(compiled.latents)
+        )(key, *compiled.args, **compiled.kwargs)
+    except NotImplementedError as err:
+        raise ValueError(
+            "tempered SMC starts from exact prior draws, but a latent site's prior cannot be "
+            f"sampled ({err}); give every latent site a proper prior"
+        ) from err
+    flat = jax.vmap(compiled.to_unconstrained)({k: draws[k] for k in compiled.latents})
+    if not np.all(np.isfinite(np.asarray(flat))):
+        raise ValueError("prior draws map to non-finite unconstrained values")
+    return jnp.reshape(flat, (runs, particles, compiled.dim))
