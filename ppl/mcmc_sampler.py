@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from inference.mcmc import adaptation, base
 from inference.mcmc.kernels import get_kernel
+from ppl.devices import select_devices, shard_leading
 from ppl.model import CompiledModel, compile_model
 from ppl.posterior import Posterior
 from ppl.validation import check_count, check_seed
@@ -37,6 +38,7 @@ def mcmc(
     init: dict | None = None,
     log_likelihood: bool = True,
     chunk_size: int | None = None,
+    devices=None,
     **model_kwargs,
 ) -> Posterior:
     """Sample the posterior of ``model(*args, **model_kwargs)`` with an MCMC kernel.
@@ -56,6 +58,9 @@ def mcmc(
         log_likelihood: compute the pointwise log-likelihood of observed sites (for LOO).
         chunk_size: iterations per jitted chunk (default: about 1/20 of the run when the bar
             is shown, else the whole run).
+        devices: where the chains run: ``None`` (all local devices when ``chains`` divides
+            evenly, else one), an int (the first that many local devices) or a list of
+            devices. The draws do not depend on it.
 
     Returns:
         A :class:`~ppl.posterior.Posterior`. Pressing Ctrl-C during sampling returns the draws
@@ -68,13 +73,14 @@ def mcmc(
     if chunk_size is not None:
         check_count("chunk_size", chunk_size)
     kernel_obj = get_kernel(kernel)
+    chain_devices = select_devices(devices, chains, "chains")
     compiled = compile_model(model, args, model_kwargs)
     if any(s.is_diffusion_prior for s in compiled.latents.values()):
         raise ValueError(
             "the model has a DiffusionPrior site; sample its posterior with ppl.smc(model, ...)"
         )
     key_init, key_warmup, key_sample = jax.random.split(key, 3)
-    positions = _initial_positions(compiled, key_init, chains, init)
+    positions = shard_leading(_initial_positions(compiled, key_init, chains, init), chain_devices)
     logdensity_fn = compiled.logdensity
 
     bar = tqdm(
@@ -98,7 +104,12 @@ def mcmc(
             return wstate, info.diverging
 
         for warm_state, diverging, n in _chunked_scan(
-            warmup_step, warm_state, key_warmup, warmup, chains, _chunk(chunk_size, warmup, progress_bar)
+            warmup_step,
+            warm_state,
+            key_warmup,
+            warmup,
+            chains,
+            _chunk(chunk_size, warmup, progress_bar),
         ):
             divergences += int(np.sum(diverging))
             bar.update(n)
@@ -247,9 +258,7 @@ def _postprocess(compiled: CompiledModel, positions: np.ndarray, with_log_likeli
     chains, draws = positions.shape[:2]
     flat = jnp.asarray(positions.reshape(chains * draws, -1))
     values = jax.jit(jax.vmap(compiled.constrained_draws))(flat)
-    samples = {
-        k: np.asarray(v).reshape(chains, draws, *np.shape(v)[1:]) for k, v in values.items()
-    }
+    samples = {k: np.asarray(v).reshape(chains, draws, *np.shape(v)[1:]) for k, v in values.items()}
     pointwise = {}
     if with_log_likelihood and compiled.observed:
         latent = {k: values[k] for k in compiled.latents}

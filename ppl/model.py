@@ -74,7 +74,9 @@ class CompiledModel:
 
     def to_unconstrained(self, values: dict):
         """Dict of constrained latent values -> flat unconstrained vector."""
-        unconstrained = {n: s.transform.inv(jnp.asarray(values[n])) for n, s in self.latents.items()}
+        unconstrained = {
+            n: s.transform.inv(jnp.asarray(values[n])) for n, s in self.latents.items()
+        }
         flat, _ = ravel_pytree(unconstrained)
         return flat
 

@@ -69,7 +69,9 @@ class Posterior:
         """
         attrs = {k: v for k, v in self.attrs.items() if isinstance(v, (str, int, float, bool))}
         attrs = {k: (int(v) if isinstance(v, bool) else v) for k, v in attrs.items()}
-        groups = {"posterior": arviz_io.dataset(self.samples, site_dims=self.site_dims, attrs=attrs)}
+        groups = {
+            "posterior": arviz_io.dataset(self.samples, site_dims=self.site_dims, attrs=attrs)
+        }
         per_draw = {k: v for k, v in self.stats.items() if np.ndim(v) >= 2}
         per_chain = {k: v for k, v in self.stats.items() if np.ndim(v) == 1}
         if per_draw or per_chain:

@@ -12,6 +12,7 @@ from numpyro.infer import Predictive
 
 from inference.mcmc.kernels import get_kernel
 from inference.smc import tempered
+from ppl.devices import select_devices, shard_leading
 from ppl.mcmc_sampler import _postprocess
 from ppl.model import compile_model
 from ppl.posterior import Posterior
@@ -34,6 +35,7 @@ def smc(
     resampling: str = "systematic",
     runs: int = 1,
     log_likelihood: bool = True,
+    devices=None,
     **model_kwargs,
 ) -> Posterior:
     """Sample ``model(*args, **model_kwargs)`` by adaptive tempered SMC and estimate log p(data).
@@ -53,6 +55,9 @@ def smc(
         waste_free: ``P`` for waste-free SMC (``N / P`` chains of length ``P``).
         resampling: ``"systematic"``, ``"stratified"``, ``"multinomial"`` or ``"residual"``.
         runs: independent SMC runs (the ``chain`` dimension of the result).
+        devices: ``None``, an int or a list of devices. Independent runs are spread over the
+            devices when ``runs`` divides evenly; with one run, its particles are (resampling
+            then gathers across devices). The numbers do not depend on it.
 
     Returns:
         A :class:`~ppl.posterior.Posterior` with ``samples`` shaped ``(runs, particles, ...)``,
@@ -79,6 +84,12 @@ def smc(
                 f"waste_free={waste_free} must divide particles={particles} (chains of length "
                 "waste_free started from particles / waste_free resampled particles)"
             )
+    if runs > 1 or devices is None:
+        spread = select_devices(devices, runs, "runs")
+        sharded_axis = 0
+    else:
+        spread = select_devices(devices, particles, "particles")
+        sharded_axis = 1
     compiled = compile_model(model, args, model_kwargs)
     if any(s.is_diffusion_prior for s in compiled.latents.values()):
         raise NotImplementedError(
@@ -86,6 +97,10 @@ def smc(
         )
     key_prior, key_run = jax.random.split(key)
     initial = _prior_particles(compiled, key_prior, runs, particles)
+    if sharded_axis == 0:
+        initial = shard_leading(initial, spread)
+    else:
+        initial = jnp.stack([shard_leading(initial[0], spread)])
 
     @jax.jit
     def run_all(keys, initial):

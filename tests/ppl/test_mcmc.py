@@ -83,7 +83,13 @@ def test_posterior_predictive_is_attached_and_shaped(post):
 @pytest.mark.parametrize("kernel", ["hmc", "mala", "rwmh"])
 def test_other_kernels_match_the_conjugate_posterior(kernel):
     post = ppl.mcmc(
-        normal_mean, y=Y, kernel=kernel, chains=4, warmup=300, draws=600, seed=2,
+        normal_mean,
+        y=Y,
+        kernel=kernel,
+        chains=4,
+        warmup=300,
+        draws=600,
+        seed=2,
         progress_bar=False,
     )
     assert abs(_z(post.samples["mu"], POST_MEAN)) < 4
@@ -102,8 +108,15 @@ def test_same_seed_same_numbers_and_chunking_does_not_matter():
 def test_dense_mass_kernel_object_and_init_values():
     kernel = inference.NUTS(target_accept=0.9, dense_mass=True)
     post = ppl.mcmc(
-        normal_mean, y=Y, kernel=kernel, chains=2, warmup=50, draws=10, seed=0,
-        progress_bar=False, init={"mu": 0.5},
+        normal_mean,
+        y=Y,
+        kernel=kernel,
+        chains=2,
+        warmup=50,
+        draws=10,
+        seed=0,
+        progress_bar=False,
+        init={"mu": 0.5},
     )
     assert post.samples["mu"].shape == (2, 10)
 

@@ -28,7 +28,9 @@ def test_log_density_includes_jacobian_and_splits_prior_and_likelihood():
     sigma, loc = 1.7, -0.7
     z = compiled.to_unconstrained({"sigma": sigma, "loc": loc})
     np.testing.assert_allclose(np.sort(np.asarray(z)), np.sort([np.log(sigma), loc]), rtol=1e-6)
-    log_prior = stats.halfnorm(scale=2.0).logpdf(sigma) + np.log(sigma) + stats.norm(1.0, 3.0).logpdf(loc)
+    log_prior = (
+        stats.halfnorm(scale=2.0).logpdf(sigma) + np.log(sigma) + stats.norm(1.0, 3.0).logpdf(loc)
+    )
     log_lik = stats.norm(loc, sigma).logpdf(Y).sum()
     prior, lik = compiled.log_prior_and_likelihood(z)
     assert float(prior) == pytest.approx(log_prior, rel=1e-5)
