@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -79,7 +80,7 @@ def mcmc(
         raise ValueError(
             "the model has a DiffusionPrior site; sample its posterior with ppl.smc(model, ...)"
         )
-    key_init, key_warmup, key_sample = jax.random.split(key, 3)
+    key_init, key = jax.random.split(key)
     positions = shard_leading(_initial_positions(compiled, key_init, chains, init), chain_devices)
     logdensity_fn = compiled.logdensity
 
@@ -93,45 +94,41 @@ def mcmc(
     divergences = 0
     interrupted = False
     collected = []
+    total = warmup + draws
+    warm_state = jax.jit(
+        jax.vmap(lambda x: adaptation.warmup_init(x, logdensity_fn, kernel_obj, warmup))
+    )(positions)
+    if warmup == 0:  # no adaptation: the Hoffman & Gelman (2014, alg. 4) step size, fixed
+        warm_state = jax.jit(jax.vmap(partial(_heuristic_step_size, logdensity_fn, kernel_obj)))(
+            jax.random.split(key_init, chains), warm_state
+        )
+
+    def warmup_then_sample(key, wstate):
+        """One iteration: an adaptation step while ``step < warmup``, then plain kernel steps
+        with the adapted (averaged) step size and mass matrix. One compiled kernel serves both
+        phases, so NUTS is compiled once."""
+        sampling = wstate.step >= warmup
+        step_size = jnp.where(sampling, adaptation.warmup_final(wstate)[1], wstate.step_size)
+        frozen = wstate._replace(step_size=step_size)
+        new, info = adaptation.warmup_step(key, frozen, logdensity_fn, kernel_obj, warmup)
+        kept = frozen._replace(state=new.state, step=new.step, reinit_step_size=False)
+        new = jax.tree.map(lambda a, b: jnp.where(sampling, a, b), kept, new)
+        return new, (new.state.position, new.state.logdensity, info, step_size)
+
+    chunk = _chunk(chunk_size, total, progress_bar)
     try:
-        # -- warm-up --------------------------------------------------------------------
-        warm_state = jax.jit(
-            jax.vmap(lambda x: adaptation.warmup_init(x, logdensity_fn, kernel_obj, warmup))
-        )(positions)
-
-        def warmup_step(key, wstate):
-            wstate, info = adaptation.warmup_step(key, wstate, logdensity_fn, kernel_obj, warmup)
-            return wstate, info.diverging
-
-        for warm_state, diverging, n in _chunked_scan(
-            warmup_step,
-            warm_state,
-            key_warmup,
-            warmup,
-            chains,
-            _chunk(chunk_size, warmup, progress_bar),
-        ):
-            divergences += int(np.sum(diverging))
-            bar.update(n)
-            bar.set_postfix(divergences=divergences, refresh=False)
-        state, step_size, inverse_mass_matrix = jax.vmap(adaptation.warmup_final)(warm_state)
-
-        # -- sampling -------------------------------------------------------------------
-        bar.set_description("sampling")
-        divergences = 0
-
-        def sample_step(key, carry):
-            state, step_size, inverse_mass_matrix = carry
-            state, info = kernel_obj.step(key, state, logdensity_fn, step_size, inverse_mass_matrix)
-            return (state, step_size, inverse_mass_matrix), (state.position, state.logdensity, info)
-
-        carry = (state, step_size, inverse_mass_matrix)
-        for carry, out, n in _chunked_scan(
-            sample_step, carry, key_sample, draws, chains, _chunk(chunk_size, draws, progress_bar)
+        for start, n, out in _chunked_scan(
+            warmup_then_sample, warm_state, key, total, chains, chunk
         ):
             out = jax.tree.map(lambda a, n=n: np.asarray(a)[:, :n], out)
-            collected.append(out)
-            divergences += int(np.sum(out[2].diverging))
+            first_draw = max(0, warmup - start)  # offset of the first kept draw in this chunk
+            if first_draw < n:
+                if not collected:
+                    bar.set_description("sampling")
+                    divergences = 0
+                collected.append(jax.tree.map(lambda a, f=first_draw: a[:, f:], out))
+            diverging = out[2].diverging
+            divergences += int(np.sum(diverging[:, first_draw:] if first_draw < n else diverging))
             bar.update(n)
             bar.set_postfix(divergences=divergences, refresh=False)
     except KeyboardInterrupt:
@@ -141,8 +138,7 @@ def mcmc(
     finally:
         bar.close()
 
-    positions, lp, info = jax.tree.map(lambda *a: np.concatenate(a, axis=1), *collected)
-    step_size = np.broadcast_to(np.asarray(carry[1])[:, None], lp.shape)
+    positions, lp, info, step_size = jax.tree.map(lambda *a: np.concatenate(a, axis=1), *collected)
     stats = {
         "lp": lp,
         "step_size": step_size,
@@ -185,6 +181,18 @@ def mcmc(
     return post
 
 
+def _heuristic_step_size(logdensity_fn, kernel, key, wstate):
+    step_size = adaptation.find_reasonable_step_size(
+        key,
+        wstate.state,
+        logdensity_fn,
+        kernel.log_accept_ratio,
+        wstate.step_size,
+        wstate.inverse_mass_matrix,
+    )
+    return wstate._replace(step_size=step_size, reinit_step_size=jnp.zeros((), bool))
+
+
 def _chunk(chunk_size, total, progress_bar) -> int:
     if total == 0:
         return 1
@@ -196,7 +204,7 @@ def _chunk(chunk_size, total, progress_bar) -> int:
 
 
 def _chunked_scan(step_fn, carry, key, total, chains, chunk):
-    """Yield ``(carry, outputs, n_valid)`` after each chunk of a ``total``-step scan.
+    """Yield ``(start, n_valid, outputs)`` after each chunk of a ``total``-step scan.
 
     ``step_fn(key, carry_one_chain) -> (carry, out)`` is vmapped over chains. Step ``i`` uses
     ``split(fold_in(key, i), chains)``; steps past ``total`` in the last chunk are skipped with a
@@ -224,7 +232,7 @@ def _chunked_scan(step_fn, carry, key, total, chains, chunk):
 
     for start in range(0, total, chunk):
         carry, out = run_chunk(carry, start)
-        yield carry, out, min(chunk, total - start)
+        yield start, min(chunk, total - start), out
 
 
 def _initial_positions(compiled: CompiledModel, key, chains: int, init: dict | None):

@@ -1,0 +1,202 @@
+"""ppl.state_space: particle_filter / smoothing / PMMH through numpyro-distribution models."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro.distributions as dist
+import pytest
+
+from models.state_space import LinearGaussian, StochasticVolatility
+from ppl.state_space import FilterResult, StateSpaceModel, particle_filter, pmmh
+
+A = np.array([[0.9, 0.2], [-0.1, 0.8]])
+C = np.array([[1.0, 0.5]])
+Q = np.array([[0.3, 0.1], [0.1, 0.2]])
+R = np.array([[0.4]])
+LG = LinearGaussian(A, C, Q, R, np.zeros(2), np.eye(2))
+_, YS = LG.simulate(jax.random.key(0), 50)
+YS = np.asarray(YS)
+KF = LG.kalman_filter(YS)
+EXACT = float(KF.log_likelihood)
+FSD = np.sqrt(np.diagonal(np.asarray(KF.covs), axis1=1, axis2=2))
+
+
+@pytest.mark.parametrize("method", ["bootstrap", "guided", "auxiliary"])
+def test_particle_filter_linear_gaussian(method):
+    kw = {}
+    if method == "guided":
+        kw["proposal"], kw["proposal0"] = LG.optimal_proposal()
+    lls = []
+    for seed in range(8):  # same compiled program, different seeds
+        res = particle_filter(LG, YS, particles=400, method=method, seed=seed, **kw)
+        lls.append(res.log_likelihood)
+    assert isinstance(res, FilterResult)
+    assert isinstance(res.log_likelihood, float)
+    assert res.filter_means.shape == (50, 2) and res.ess.shape == (50,)
+    lls = np.array(lls)
+    # log-scale CLT: mean of log estimates ~ exact - var/2, within MC error
+    se = lls.std(ddof=1) / np.sqrt(lls.size)
+    assert abs(lls.mean() - (EXACT - lls.var() / 2)) < 4 * se + 0.1 * lls.var() + 0.02, lls
+    assert np.mean(np.abs(res.filter_means - np.asarray(KF.means)) / FSD) < 0.15
+    # same seed, same numbers
+    again = particle_filter(LG, YS, particles=400, method=method, seed=7, **kw)
+    assert again.log_likelihood == res.log_likelihood
+
+
+def test_smooth_against_rts():
+    """One filter run (N=400, same compiled program as above) and M=200 FFBS trajectories.
+    The error of the smoothed mean is O(sd * sqrt(1/M + 1/N_eff)) with a backward effective
+    size N_eff of a few tens, i.e. ~0.2 sd (the rigorous z-test over independent runs is in
+    tests/inference/smc/test_smoothing.py); the filter means, which ignore future data, are
+    several times further away."""
+    res = particle_filter(LG, YS, particles=400, seed=1)
+    traj = res.smooth(num_trajectories=200, seed=0)
+    assert traj.shape == (200, 50, 2)
+    sm, sP = LG.kalman_smoother(YS)
+    ssd = np.sqrt(np.diagonal(np.asarray(sP), axis1=1, axis2=2))
+    err = np.mean(np.abs(traj.mean(0) - np.asarray(sm)) / ssd)
+    assert err < 0.3, err
+    assert np.mean(np.abs(np.asarray(KF.means) - np.asarray(sm)) / ssd) > 2 * err
+    with pytest.raises(ValueError, match="num_trajectories"):
+        res.smooth(0)
+
+
+def test_scalar_state_model_and_custom_ssm():
+    """A user-written scalar AR(1) model (dist.Normal, no event dims) and stochastic vol."""
+    phi, q, r = 0.7, 0.5, 0.3
+
+    ssm = StateSpaceModel(
+        init=lambda: dist.Normal(0.0, 1.0),
+        transition=lambda x, t: dist.Normal(phi * x, q),
+        observation=lambda x, t: dist.Normal(x, r),
+    )
+    lg = LinearGaussian([[phi]], [[1.0]], [[q**2]], [[r**2]], [0.0], [[1.0]])
+    _, ys = lg.simulate(jax.random.key(3), 40)
+    res = particle_filter(ssm, np.asarray(ys)[:, 0], particles=500)
+    assert res.filter_means.shape == (40, 1)
+    exact = float(lg.kalman_filter(ys).log_likelihood)
+    assert abs(res.log_likelihood - exact) < 1.0
+
+
+@pytest.mark.slow
+def test_stochastic_volatility_filters_agree():
+    """Bootstrap and auxiliary estimates of the SV log-likelihood agree within MC error."""
+    sv = StochasticVolatility(-1.0, 0.9, 0.3)
+    _, ys_sv = sv.simulate(jax.random.key(4), 100)
+    est = {
+        m: np.array(
+            [particle_filter(sv, ys_sv, 500, method=m, seed=s).log_likelihood for s in range(10)]
+        )
+        for m in ("bootstrap", "auxiliary")
+    }
+    se = np.sqrt(sum(v.var(ddof=1) / v.size for v in est.values()))
+    assert abs(est["bootstrap"].mean() - est["auxiliary"].mean()) < 4 * se + 0.05
+
+
+def test_validation_errors():
+    bad = YS.copy()
+    bad[3, 0] = np.nan
+    with pytest.raises(ValueError, match=r"ys.*finite"):
+        particle_filter(LG, bad)
+    with pytest.raises(ValueError, match="particles"):
+        particle_filter(LG, YS, particles=0)
+    with pytest.raises(TypeError, match="particles"):
+        particle_filter(LG, YS, particles=10.5)
+    with pytest.raises(ValueError, match="unknown method 'foo'"):
+        particle_filter(LG, YS, method="foo")
+    with pytest.raises(ValueError, match="unknown resampling 'foo'"):
+        particle_filter(LG, YS, resampling="foo")
+    with pytest.raises(ValueError, match="ess_threshold"):
+        particle_filter(LG, YS, ess_threshold=2.0)
+    with pytest.raises(ValueError, match="shape"):
+        particle_filter(LG, np.zeros((50, 3)))
+    with pytest.raises(ValueError, match="shape"):
+        particle_filter(LG, np.zeros(50))
+    with pytest.raises(ValueError, match="proposal"):
+        particle_filter(LG, YS, method="guided")
+    with pytest.raises(TypeError, match="StateSpaceModel"):
+        particle_filter(object(), YS)
+    with pytest.raises(TypeError, match="transition"):
+        StateSpaceModel(lambda: dist.Normal(), 3, lambda x, t: dist.Normal(x))
+
+
+def test_all_weights_zero_raises():
+    ssm = StateSpaceModel(
+        init=lambda: dist.Normal(0.0, 1.0),
+        transition=lambda x, t: dist.Normal(x, 1.0),
+        observation=lambda x, t: dist.Delta(x),  # continuous y is never exactly x
+    )
+    with pytest.raises(FloatingPointError, match="all particle weights are zero at step t=0"):
+        particle_filter(ssm, np.linspace(0, 1, 5), particles=16)
+
+
+def _ar1_builder(p):
+    return LinearGaussian(
+        jnp.reshape(p["phi"], (1, 1)),
+        jnp.eye(1),
+        0.5 * jnp.eye(1),
+        jnp.reshape(p["sigma_y"] ** 2, (1, 1)),
+        jnp.zeros(1),
+        jnp.eye(1),
+    )
+
+
+PRIOR = {"phi": dist.Uniform(-1.0, 1.0), "sigma_y": dist.HalfNormal(2.0)}
+
+
+def test_pmmh_smoke_and_errors():
+    _, ys = _ar1_builder({"phi": 0.8, "sigma_y": 0.7}).simulate(jax.random.key(0), 30)
+    res = pmmh(_ar1_builder, PRIOR, ys, num_samples=30, particles=32, chains=2, seed=0)
+    assert res.samples["phi"].shape == (2, 30) and res.samples["sigma_y"].shape == (2, 30)
+    assert np.all(np.abs(res.samples["phi"]) < 1) and np.all(res.samples["sigma_y"] > 0)
+    assert res.acceptance_rate.shape == (2,)
+    assert np.all((res.acceptance_rate > 0) & (res.acceptance_rate < 1))
+    assert res.log_likelihood.shape == (2, 30) and np.all(np.isfinite(res.log_likelihood))
+    with pytest.raises(TypeError, match="prior"):
+        pmmh(_ar1_builder, [], ys)
+    with pytest.raises(ValueError, match="proposal_cov"):
+        pmmh(_ar1_builder, PRIOR, ys, proposal_cov=np.eye(3))
+    with pytest.raises(ValueError, match="ys"):
+        pmmh(_ar1_builder, PRIOR, np.full((30, 1), np.nan))
+
+
+@pytest.mark.slow
+def test_pmmh_recovers_ar1_parameters():
+    """PMMH posterior vs an exact grid posterior (Kalman likelihood) of an AR(1) with
+    unknown phi and observation noise; and the truth lies within the posterior."""
+    true = {"phi": 0.8, "sigma_y": 0.7}
+    _, ys = _ar1_builder(true).simulate(jax.random.key(0), 200)
+    res = pmmh(
+        _ar1_builder,
+        PRIOR,
+        ys,
+        num_samples=1000,
+        num_warmup=200,
+        particles=100,
+        step_size=0.15,
+        chains=4,
+        seed=0,
+    )
+    phis, sys_ = np.linspace(0.3, 0.999, 120), np.linspace(0.2, 1.4, 120)
+
+    @jax.jit
+    def grid(a, b):
+        def f(x, y):
+            return _ar1_builder({"phi": x, "sigma_y": y}).kalman_filter(ys).log_likelihood + PRIOR[
+                "sigma_y"
+            ].log_prob(y)
+
+        return jax.vmap(jax.vmap(f, (None, 0)), (0, None))(a, b)
+
+    L = np.asarray(grid(jnp.asarray(phis), jnp.asarray(sys_)), np.float64)
+    P = np.exp(L - L.max())
+    P /= P.sum()
+    for name, vals, marg in (("phi", phis, P.sum(1)), ("sigma_y", sys_, P.sum(0))):
+        m = (marg * vals).sum()
+        sd = np.sqrt((marg * vals**2).sum() - m**2)
+        draws = res.samples[name]
+        # ESS of the pooled chains is >= ~100, so MCSE <= sd / 10; allow 5 MCSE
+        assert abs(draws.mean() - m) < 0.5 * sd, (name, draws.mean(), m, sd)
+        assert abs(draws.std() / sd - 1) < 0.35, (name, draws.std(), sd)
+        assert abs(true[name] - draws.mean()) < 3.5 * draws.std()
+    assert np.all(res.acceptance_rate > 0.05)
