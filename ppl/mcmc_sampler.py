@@ -9,6 +9,7 @@ of step ``i`` is ``fold_in(key, i)``, so the numbers do not depend on the chunk 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from functools import partial
 
@@ -19,6 +20,7 @@ from tqdm.auto import tqdm
 
 from inference.mcmc import adaptation, base
 from inference.mcmc.kernels import get_kernel
+from ppl import checkpoint as ppl_checkpoint
 from ppl.devices import select_devices, shard_leading
 from ppl.model import CompiledModel, compile_model
 from ppl.posterior import Posterior
@@ -40,6 +42,7 @@ def mcmc(
     log_likelihood: bool = True,
     chunk_size: int | None = None,
     devices=None,
+    checkpoint: str | None = None,
     **model_kwargs,
 ) -> Posterior:
     """Sample the posterior of ``model(*args, **model_kwargs)`` with an MCMC kernel.
@@ -62,6 +65,10 @@ def mcmc(
         devices: where the chains run: ``None`` (all local devices when ``chains`` divides
             evenly, else one), an int (the first that many local devices) or a list of
             devices. The draws do not depend on it.
+        checkpoint: a file path: the sampler state and the draws so far are written there
+            (atomically, ``.npz``, no pickle) after every chunk, and a run started with an
+            existing checkpoint of the same settings resumes from it, giving exactly the
+            draws of an uninterrupted run. Combine with ``chunk_size`` to choose how often.
 
     Returns:
         A :class:`~ppl.posterior.Posterior`. Pressing Ctrl-C during sampling returns the draws
@@ -93,7 +100,6 @@ def mcmc(
     )
     divergences = 0
     interrupted = False
-    collected = []
     total = warmup + draws
     warm_state = jax.jit(
         jax.vmap(lambda x: adaptation.warmup_init(x, logdensity_fn, kernel_obj, warmup))
@@ -116,23 +122,50 @@ def mcmc(
         return new, (new.state.position, new.state.logdensity, info, step_size)
 
     chunk = _chunk(chunk_size, total, progress_bar)
+    out_shape = jax.eval_shape(
+        jax.vmap(warmup_then_sample), jax.random.split(key, chains), warm_state
+    )[1]
+    no_draws = jax.tree.map(lambda s: np.zeros((chains, 0, *s.shape[1:]), s.dtype), out_shape)
+    collected = [no_draws]
+    first = 0
+    settings = {
+        "model": getattr(model, "__qualname__", repr(model)),
+        "kernel": repr(kernel_obj),
+        "chains": chains,
+        "warmup": warmup,
+        "draws": draws,
+        "seed": seed if isinstance(seed, int) else -1,
+        "dim": compiled.dim,
+    }
+    if checkpoint is not None and os.path.exists(checkpoint):
+        (warm_state, saved), meta = ppl_checkpoint.load(checkpoint, (warm_state, no_draws))
+        ppl_checkpoint.check_meta(checkpoint, meta, settings)
+        first = int(meta["completed"])
+        collected = [saved]
+        bar.update(first)
     try:
         for start, n, out in _chunked_scan(
-            warmup_then_sample, warm_state, key, total, chains, chunk
+            warmup_then_sample, warm_state, key, total, chains, chunk, first=first
         ):
+            warm_state, out = out
             out = jax.tree.map(lambda a, n=n: np.asarray(a)[:, :n], out)
             first_draw = max(0, warmup - start)  # offset of the first kept draw in this chunk
             if first_draw < n:
-                if not collected:
+                if len(collected) == 1 and collected[0][1].shape[1] == 0:
                     bar.set_description("sampling")
                     divergences = 0
                 collected.append(jax.tree.map(lambda a, f=first_draw: a[:, f:], out))
             diverging = out[2].diverging
             divergences += int(np.sum(diverging[:, first_draw:] if first_draw < n else diverging))
+            if checkpoint is not None:
+                collected = [jax.tree.map(lambda *a: np.concatenate(a, axis=1), *collected)]
+                ppl_checkpoint.save(
+                    checkpoint, (warm_state, collected[0]), {**settings, "completed": start + n}
+                )
             bar.update(n)
             bar.set_postfix(divergences=divergences, refresh=False)
     except KeyboardInterrupt:
-        if not collected:
+        if sum(c[1].shape[1] for c in collected) == 0:
             raise
         interrupted = True
     finally:
@@ -203,8 +236,8 @@ def _chunk(chunk_size, total, progress_bar) -> int:
     return max(1, math.ceil(total / PROGRESS_UPDATES))
 
 
-def _chunked_scan(step_fn, carry, key, total, chains, chunk):
-    """Yield ``(start, n_valid, outputs)`` after each chunk of a ``total``-step scan.
+def _chunked_scan(step_fn, carry, key, total, chains, chunk, first=0):
+    """Yield ``(start, n_valid, (carry, outputs))`` per chunk of steps ``first .. total - 1``.
 
     ``step_fn(key, carry_one_chain) -> (carry, out)`` is vmapped over chains. Step ``i`` uses
     ``split(fold_in(key, i), chains)``; steps past ``total`` in the last chunk are skipped with a
@@ -230,9 +263,9 @@ def _chunked_scan(step_fn, carry, key, total, chains, chunk):
         # (chunk, chains, ...) -> (chains, chunk, ...)
         return carry, jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), out)
 
-    for start in range(0, total, chunk):
+    for start in range(first, total, chunk):
         carry, out = run_chunk(carry, start)
-        yield start, min(chunk, total - start), out
+        yield start, min(chunk, total - start), (carry, out)
 
 
 def _initial_positions(compiled: CompiledModel, key, chains: int, init: dict | None):

@@ -168,3 +168,31 @@ def test_discrete_latent_site_is_refused():
 
     with pytest.raises(ValueError, match="latent site 'n' has a discrete distribution"):
         ppl.mcmc(model, progress_bar=False)
+
+
+def test_checkpoint_resume_gives_the_uninterrupted_draws(monkeypatch, tmp_path):
+    import ppl.mcmc_sampler as mcmc_module
+
+    kwargs = dict(y=Y, chains=2, warmup=30, draws=40, seed=4, chunk_size=10)
+    reference = ppl.mcmc(normal_mean, progress_bar=False, **kwargs)
+
+    class InterruptingBar(mcmc_module.tqdm):
+        calls = 0
+
+        def update(self, n=1):
+            InterruptingBar.calls += 1
+            if InterruptingBar.calls > 5:  # during the third sampling chunk
+                raise KeyboardInterrupt
+            return super().update(n)
+
+    path = str(tmp_path / "run.npz")
+    monkeypatch.setattr(mcmc_module, "tqdm", InterruptingBar)
+    partial = ppl.mcmc(normal_mean, checkpoint=path, **kwargs)
+    assert partial.partial and partial.num_draws == 30  # the chunk in flight is kept
+    monkeypatch.undo()
+    resumed = ppl.mcmc(normal_mean, checkpoint=path, progress_bar=False, **kwargs)
+    assert not resumed.partial
+    np.testing.assert_array_equal(resumed.samples["mu"], reference.samples["mu"])
+    np.testing.assert_array_equal(resumed.stats["step_size"], reference.stats["step_size"])
+    with pytest.raises(ValueError, match="written with other settings"):
+        ppl.mcmc(normal_mean, checkpoint=path, progress_bar=False, **{**kwargs, "seed": 5})
