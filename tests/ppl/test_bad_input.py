@@ -1,0 +1,94 @@
+"""Property-based: malformed input to the entry points gives a clear error naming it.
+
+Every example is invalid by construction, so each call must raise ``ValueError`` or
+``TypeError`` whose message names the argument or site — never an internal traceback from
+deep inside JAX, and never a silent NaN result.
+"""
+
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import ppl
+
+Y = np.array([0.5, -0.2, 1.3])
+
+
+def model(y=None):
+    mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+    with numpyro.plate("n", 3):
+        numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+
+bad_counts = st.one_of(
+    st.integers(max_value=0),
+    st.floats(allow_nan=True),
+    st.text(max_size=3),
+    st.none(),
+    st.booleans(),
+    st.lists(st.integers(), max_size=2),
+)
+bad_seeds = st.one_of(st.integers(max_value=-1), st.floats(), st.text(max_size=3), st.none())
+
+
+def _raises_naming(call, *names):
+    try:
+        call()
+    except (ValueError, TypeError) as err:
+        message = str(err)
+        assert any(name in message for name in names), message
+        return
+    raise AssertionError("no error was raised")
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    argument=st.sampled_from(["chains", "draws", "warmup"]),
+    value=bad_counts,
+)
+def test_mcmc_counts(argument, value):
+    if argument == "warmup" and isinstance(value, int) and not isinstance(value, bool):
+        value = min(value, -1)  # warmup = 0 is valid
+    _raises_naming(lambda: ppl.mcmc(model, y=Y, progress_bar=False, **{argument: value}), argument)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=bad_seeds)
+def test_seed(seed):
+    _raises_naming(lambda: ppl.mcmc(model, y=Y, seed=seed, progress_bar=False), "seed")
+    _raises_naming(lambda: ppl.smc(model, y=Y, seed=seed), "seed")
+
+
+@settings(max_examples=15, deadline=None)
+@given(value=bad_counts, argument=st.sampled_from(["particles", "runs", "max_stages"]))
+def test_smc_counts(value, argument):
+    _raises_naming(lambda: ppl.smc(model, y=Y, **{argument: value}), argument)
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    position=st.integers(0, 2),
+    bad=st.sampled_from([np.nan, np.inf, -np.inf]),
+    shape_change=st.booleans(),
+)
+def test_observed_data_nan_inf_or_wrong_shape(position, bad, shape_change):
+    y = Y.copy()
+    if shape_change:
+        y = np.concatenate([y, y])  # 6 values for a plate of 3
+    else:
+        y[position] = bad
+    _raises_naming(lambda: ppl.mcmc(model, y=y, progress_bar=False), "'y'")
+    _raises_naming(lambda: ppl.smc(model, y=y), "'y'")
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    kernel=st.one_of(
+        st.text(max_size=6).filter(lambda s: s.lower() not in ("nuts", "hmc", "mala", "rwmh")),
+        st.integers(),
+    )
+)
+def test_unknown_kernel(kernel):
+    _raises_naming(lambda: ppl.mcmc(model, y=Y, kernel=kernel, progress_bar=False), "kernel")
