@@ -1,7 +1,7 @@
 """Warm-up: dual-averaging step size and Stan's windowed mass-matrix adaptation, for ONE chain.
 
 **Step size.** Dual averaging (Nesterov 2009, "Primal-dual subgradient methods for convex
-problems") as adapted by Hoffman & Gelman (2014, sec. 3.2.1, eq. 6 and algorithm 5): with
+problems") as adapted by Hoffman & Gelman (2014, sec. 3.2.1 and algorithm 5): with
 :math:`\\delta` the target acceptance rate and :math:`\\alpha_t` the acceptance statistic of
 iteration :math:`t = 1, 2, \\dots`,
 
@@ -71,7 +71,9 @@ def dual_averaging_init(step_size) -> DualAveragingState:
     """Start (or restart) dual averaging from ``step_size``: :math:`\\mu = \\log(10\\epsilon_0)`."""
     log_eps = jnp.log(jnp.asarray(step_size))
     zero = jnp.zeros_like(log_eps)
-    return DualAveragingState(log_eps, zero, zero, jnp.log(10.0) + log_eps, jnp.zeros((), jnp.int32))
+    return DualAveragingState(
+        log_eps, zero, zero, jnp.log(10.0) + log_eps, jnp.zeros((), jnp.int32)
+    )
 
 
 def dual_averaging_update(
@@ -82,7 +84,7 @@ def dual_averaging_update(
     t0: float = 10.0,
     kappa: float = 0.75,
 ) -> DualAveragingState:
-    """One iteration of Hoffman & Gelman (2014) eq. 6 / algorithm 5 (equations above)."""
+    """One iteration of Hoffman & Gelman (2014) algorithm 5 (equations in the module docstring)."""
     alpha = jnp.clip(jnp.nan_to_num(acceptance_rate, nan=0.0), 0.0, 1.0)
     t = da.t + 1
     tf = t.astype(da.h_bar.dtype)

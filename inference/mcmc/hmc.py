@@ -1,13 +1,13 @@
 """Hamiltonian Monte Carlo with a fixed (optionally jittered) number of leapfrog steps.
 
-Duane et al. (1987); Neal (2011), "MCMC using Hamiltonian dynamics", sec. 5.3.2. Draw
+Duane et al. (1987); Neal (2011), "MCMC using Hamiltonian dynamics", sec. 3.2. Draw
 :math:`p \\sim N(0, M)`, integrate Hamilton's equations with ``num_integration_steps``
 leapfrog steps of size :math:`\\epsilon` (:mod:`inference.mcmc.integrators`) to
 :math:`(x', p')`, and accept :math:`x'` with probability
 :math:`\\min(1, \\exp(H(x, p) - H(x', p')))`. The momentum flip that makes the proposal an
 involution is implicit because :math:`K(-p) = K(p)` and the momentum is discarded.
 
-Jitter (Neal 2011, sec. 5.4.2.2) draws the step size uniformly from
+Jitter (Neal 2011) draws the step size uniformly from
 :math:`\\epsilon [1 - j, 1 + j]` at each transition, which breaks periodicities.
 A transition whose energy error :math:`H(x', p') - H(x, p)` exceeds ``max_energy_error``
 (default 1000, as Stan) is reported as divergent.
@@ -67,9 +67,7 @@ def step(
     delta = h0 - h1  # +inf/-inf/NaN handled: NaN energies were mapped to +inf
     delta = jnp.where(jnp.isnan(delta), -jnp.inf, delta)
     accept = jnp.log(jax.random.uniform(key_accept, dtype=delta.dtype)) < delta
-    new_state = jax.tree.map(
-        lambda a, b: jnp.where(accept, a, b), integrators.to_state(end), state
-    )
+    new_state = jax.tree.map(lambda a, b: jnp.where(accept, a, b), integrators.to_state(end), state)
     info = Info(
         acceptance_rate=jnp.exp(jnp.minimum(delta, 0.0)),
         diverging=-delta > max_energy_error,

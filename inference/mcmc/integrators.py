@@ -1,7 +1,7 @@
 """The leapfrog (velocity Verlet) integrator shared by HMC, NUTS and the step-size heuristic.
 
 For the Hamiltonian :math:`H(x, p) = -\\log \\pi(x) + \\tfrac12 p^\\top M^{-1} p` one leapfrog
-step of size :math:`\\epsilon` is (Neal 2011, "MCMC using Hamiltonian dynamics", eqs. 5.18-5.20;
+step of size :math:`\\epsilon` is (Neal 2011, "MCMC using Hamiltonian dynamics", sec. 2.3.3;
 Betancourt 2017, sec. 5.1)
 
 .. math::

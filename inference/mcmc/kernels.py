@@ -34,7 +34,9 @@ def _check_target_accept(value) -> None:
         or not isinstance(value, numbers.Real)
         or not 0.0 < float(value) < 1.0
     ):
-        raise ValueError(f"target_accept must be a number in the open interval (0, 1), got {value!r}")
+        raise ValueError(
+            f"target_accept must be a number in the open interval (0, 1), got {value!r}"
+        )
 
 
 def _check_bool(name: str, value) -> None:

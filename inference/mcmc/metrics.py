@@ -6,7 +6,7 @@ Carlo", sec. 4.2) draws the momentum ``p ~ N(0, M)`` and has kinetic energy
 .. math:: K(p) = \\tfrac12 p^\\top M^{-1} p,
 
 so the velocity is :math:`dx/dt = \\partial K / \\partial p = M^{-1} p` (Betancourt's
-:math:`p^\\sharp`, eq. 33 of his appendix A.4). The library parametrises the metric by the
+:math:`p^\\sharp`, appendix A.4.2). The library parametrises the metric by the
 *inverse* mass matrix :math:`M^{-1}`, which warm-up sets to an estimate of the target
 covariance. It is either a vector of shape ``(d,)`` (a diagonal :math:`M^{-1}`) or a matrix of
 shape ``(d, d)`` (dense); every helper branches on ``ndim`` at trace time.
@@ -40,7 +40,7 @@ def velocity(momentum: Array, inverse_mass_matrix: Array) -> Array:
 
 
 def kinetic_energy(momentum: Array, inverse_mass_matrix: Array) -> Array:
-    """:math:`K(p) = \\tfrac12 p^\\top M^{-1} p` (Betancourt 2017, eq. 33)."""
+    """:math:`K(p) = \\tfrac12 p^\\top M^{-1} p` (Betancourt 2017, sec. 4.2)."""
     return 0.5 * jnp.dot(momentum, velocity(momentum, inverse_mass_matrix))
 
 
@@ -92,7 +92,7 @@ def mahalanobis_inverse(v: Array, inverse_mass_matrix: Array) -> Array:
 
 
 def is_turning(p_sharp_left: Array, p_sharp_right: Array, rho: Array) -> Array:
-    """Generalised no-U-turn criterion (Betancourt 2017, appendix A.4.2, eq. 41).
+    """Generalised no-U-turn criterion (Betancourt 2017, appendix A.4.2).
 
     A trajectory whose summed momentum is :math:`\\rho = \\sum_n p_n` and whose end velocities
     are :math:`p^\\sharp_-` and :math:`p^\\sharp_+` keeps expanding while

@@ -11,7 +11,7 @@ changes of Betancourt (2017), "A conceptual introduction to Hamiltonian Monte Ca
   gives each leaf probability :math:`w_n / W_\\text{subtree}`). When the new subtree is merged
   into the old trajectory the candidate is updated by *biased progressive sampling*: it is
   replaced by the subtree's candidate with probability
-  :math:`\\min(1, W_\\text{new} / W_\\text{old})` (eq. 27 of Betancourt's appendix A.3.2),
+  :math:`\\min(1, W_\\text{new} / W_\\text{old})` (Betancourt's appendix A.3.2),
   which favours points far from the start and keeps the transition reversible.
 * **Generalised no-U-turn criterion** (A.4.2). A (sub)trajectory with summed momentum
   :math:`\\rho = \\sum_n p_n` and end velocities :math:`p^\\sharp_\\pm = M^{-1} p_\\pm` has
@@ -76,7 +76,6 @@ class _Subtree(NamedTuple):
     sum_accept: Array
     turning: Array
     diverging: Array
-    key: Array
 
 
 class _Trajectory(NamedTuple):
@@ -98,12 +97,16 @@ class _Trajectory(NamedTuple):
     diverging: Array
 
 
+_MAX_PRECOMPUTED_DEPTH = 12  # leaf variates drawn up front for trees of up to 2^12 leaves
+
+
 def _select(pred, a, b):
     return jax.tree.map(lambda x, y: jnp.where(pred, x, y), a, b)
 
 
 def _build_subtree(
-    key,
+    leaf_uniform,
+    first_leaf_index,
     start: IntegratorState,
     start_p_sharp,
     signed_step_size,
@@ -114,7 +117,11 @@ def _build_subtree(
     max_tree_depth: int,
     max_energy_error,
 ) -> _Subtree:
-    """Integrate up to ``2**depth`` leaves from ``start``; stop early on a turn or divergence."""
+    """Integrate up to ``2**depth`` leaves from ``start``; stop early on a turn or divergence.
+
+    ``leaf_uniform(i)`` is the uniform variate of the i-th leaf of the whole transition, so that
+    no random key is split inside the loop.
+    """
     d = start.position.shape[0]
     dtype = start.position.dtype
     ks = jnp.arange(max_tree_depth, dtype=jnp.int32)
@@ -134,9 +141,8 @@ def _build_subtree(
         sum_accept = t.sum_accept + jnp.exp(jnp.minimum(log_w, 0.0))
 
         # Multinomial sampling inside the subtree, progressively: P(leaf) = w_leaf / W.
-        key, key_take = jax.random.split(t.key)
         log_weight = jnp.logaddexp(t.log_weight, log_w)
-        take = jnp.log(jax.random.uniform(key_take, dtype=dtype)) < log_w - log_weight
+        take = jnp.log(leaf_uniform(first_leaf_index + t.n)) < log_w - log_weight
         proposal = _select(take, integrators.to_state(leaf), t.proposal)
         proposal_energy = jnp.where(take, h, t.proposal_energy)
 
@@ -191,7 +197,6 @@ def _build_subtree(
             sum_accept=sum_accept,
             turning=turning,
             diverging=diverging,
-            key=key,
         )
 
     init = _Subtree(
@@ -212,7 +217,6 @@ def _build_subtree(
         sum_accept=jnp.zeros((), dtype),
         turning=jnp.zeros((), bool),
         diverging=jnp.zeros((), bool),
-        key=key,
     )
     return jax.lax.while_loop(cond, body, init)
 
@@ -229,8 +233,22 @@ def step(
     """One multinomial NUTS transition (see the module docstring for the algorithm)."""
     metrics.check_inverse_mass_matrix(inverse_mass_matrix)
     dtype = state.position.dtype
-    key_p, key_tree = jax.random.split(key)
+    key_p, key_dir, key_merge, key_leaf = jax.random.split(key, 4)
     p0 = metrics.sample_momentum(key_p, inverse_mass_matrix, dtype=dtype)
+    # All the randomness of the transition is drawn here, outside the loops: one direction and
+    # one merge variate per doubling, one variate per leaf (per-leaf keys for very deep trees).
+    forwards = jax.random.bernoulli(key_dir, shape=(max_tree_depth,))
+    merge_uniforms = jax.random.uniform(key_merge, (max_tree_depth,), dtype=dtype)
+    if max_tree_depth <= _MAX_PRECOMPUTED_DEPTH:
+        leaf_uniforms = jax.random.uniform(key_leaf, (2**max_tree_depth,), dtype=dtype)
+
+        def leaf_uniform(i):
+            return leaf_uniforms[i]
+    else:
+
+        def leaf_uniform(i):
+            return jax.random.uniform(jax.random.fold_in(key_leaf, i), dtype=dtype)
+
     z0 = integrators.from_state(state, p0)
     h0 = integrators.hamiltonian(z0, inverse_mass_matrix)
     p_sharp0 = metrics.velocity(p0, inverse_mass_matrix)
@@ -240,13 +258,13 @@ def step(
         return (t.iteration < max_tree_depth) & ~t.stop
 
     def body(t: _Trajectory) -> _Trajectory:
-        key_dir, key_sub, key_merge = jax.random.split(jax.random.fold_in(key_tree, t.iteration), 3)
-        forward = jax.random.bernoulli(key_dir)
+        forward = forwards[t.iteration]
         near = _select(forward, t.right, t.left)  # the end the new subtree grows from
         near_p_sharp = jnp.where(forward, t.right_p_sharp, t.left_p_sharp)
         far_p_sharp = jnp.where(forward, t.left_p_sharp, t.right_p_sharp)
         sub = _build_subtree(
-            key_sub,
+            leaf_uniform,
+            t.n_steps,
             near,
             near_p_sharp,
             jnp.where(forward, step_size, -step_size),
@@ -260,9 +278,7 @@ def step(
         valid = ~(sub.turning | sub.diverging)
 
         # Biased progressive sampling between the old trajectory and the new subtree.
-        accept = valid & (
-            jnp.log(jax.random.uniform(key_merge, dtype=dtype)) < sub.log_weight - t.log_weight
-        )
+        accept = valid & (jnp.log(merge_uniforms[t.iteration]) < sub.log_weight - t.log_weight)
         proposal = _select(accept, sub.proposal, t.proposal)
         proposal_energy = jnp.where(accept, sub.proposal_energy, t.proposal_energy)
         log_weight = jnp.where(valid, jnp.logaddexp(t.log_weight, sub.log_weight), t.log_weight)

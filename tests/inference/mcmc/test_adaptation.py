@@ -1,0 +1,150 @@
+"""Warm-up: Stan's window schedule, dual averaging, Welford estimates, the step-size
+heuristic, chunked scans, and the adapted step size / metric on Gaussians."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from inference.mcmc import (
+    MALA,
+    adaptation,
+    hmc,
+    warmup_final,
+    warmup_init,
+    warmup_step,
+    window_schedule,
+)
+from inference.mcmc.base import init
+
+
+def test_window_schedule_matches_stan():
+    assert window_schedule(1000) == [(75, 100), (100, 150), (150, 250), (250, 450), (450, 950)]
+    assert [end for _, end in window_schedule(1000)] == [100, 150, 250, 450, 950]
+    # Stan stretches the last window to the terminal buffer when the next one would not fit.
+    assert window_schedule(2000)[-2:] == [(450, 850), (850, 1950)]
+    assert window_schedule(200) == [(75, 100), (100, 150)]
+    # Short warm-up: buffers become 15% / 10% of num_warmup, one slow window in between.
+    assert window_schedule(100) == [(15, 90)]
+    assert window_schedule(149) == [(22, 135)]
+    assert window_schedule(19) == []
+
+
+def test_dual_averaging_converges_to_target_on_a_known_acceptance_curve():
+    """With acceptance alpha(eps) = exp(-eps) the target 0.8 is reached at eps* = -log 0.8.
+    A flipped sign in the update would drive eps to 0 or infinity instead."""
+
+    @jax.jit
+    def run(eps0):
+        def body(da, _):
+            alpha = jnp.exp(-jnp.exp(da.log_step_size))
+            return adaptation.dual_averaging_update(da, alpha, 0.8), None
+
+        return jax.lax.scan(body, adaptation.dual_averaging_init(eps0), None, length=2000)[0]
+
+    for eps0 in (1e-3, 1.0, 30.0):
+        da = run(eps0)
+        np.testing.assert_allclose(jnp.exp(da.log_step_size_avg), -np.log(0.8), rtol=0.05)
+        np.testing.assert_allclose(jnp.exp(da.log_step_size), -np.log(0.8), rtol=0.05)
+
+
+def test_dual_averaging_first_iterate_matches_hoffman_gelman():
+    """Algorithm 5 by hand for t = 1: H1 = (delta - alpha) / (1 + t0), log eps1 = mu - H1/gamma,
+    log eps_bar1 = log eps1 (weight 1^-kappa = 1)."""
+    da = adaptation.dual_averaging_init(0.5)
+    np.testing.assert_allclose(da.mu, np.log(5.0), rtol=1e-6)
+    da = adaptation.dual_averaging_update(da, 0.3, 0.8)
+    h1 = (0.8 - 0.3) / 11.0
+    np.testing.assert_allclose(da.h_bar, h1, rtol=1e-6)
+    np.testing.assert_allclose(da.log_step_size, np.log(5.0) - h1 / 0.05, rtol=1e-6)
+    np.testing.assert_allclose(da.log_step_size_avg, da.log_step_size, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_welford_covariance_is_stan_regularised_sample_covariance(dense):
+    x = np.random.default_rng(0).normal(size=(40, 3)) * np.array([1.0, 3.0, 0.2]) + 1.0
+    ws = adaptation.welford_init(3, dense)
+    for row in x:
+        ws = adaptation.welford_update(ws, jnp.asarray(row, jnp.float32))
+    cov = np.cov(x, rowvar=False)
+    n = 40
+    expected = n / (n + 5.0) * cov + 1e-3 * 5.0 / (n + 5.0) * np.eye(3)
+    got = np.asarray(adaptation.welford_covariance(ws))
+    np.testing.assert_allclose(got, expected if dense else np.diag(expected), rtol=1e-4)
+
+
+def test_find_reasonable_step_size_brackets_acceptance_one_half():
+    """Hoffman & Gelman alg. 4 stops at the first power-of-2 multiple of eps0 where the one-step
+    acceptance ratio crosses 1/2: from either side, r(eps) and r(eps / 2) (or r(2 eps)) lie on
+    opposite sides of 1/2."""
+    scales = jnp.array([0.1, 1.0, 1.0, 1.0])
+
+    def logdensity(x):
+        return -0.5 * jnp.sum((x / scales) ** 2)
+
+    state = init(jnp.array([0.05, 1.0, -0.5, 0.3]), logdensity)
+    inv = jnp.ones(4)
+    key = jax.random.key(5)
+
+    @jax.jit
+    def find(eps0):
+        return adaptation.find_reasonable_step_size(
+            key, state, logdensity, hmc.log_accept_ratio, eps0, inv
+        )
+
+    def log_r(eps):
+        return float(hmc.log_accept_ratio(key, state, logdensity, eps, inv))
+
+    for eps0 in (1e-4, 1e3):
+        eps = float(find(eps0))
+        assert 1e-3 < eps < 1.0, eps  # the smallest scale is 0.1
+        k = np.log2(eps / eps0)
+        assert abs(k - round(k)) < 1e-4  # a power-of-2 multiple of eps0
+        if eps0 < eps:  # doubled until r(eps) < 1/2
+            assert log_r(eps) <= np.log(0.5) < log_r(eps / 2)
+        else:  # halved until r(eps) > 1/2
+            assert log_r(eps) >= np.log(0.5) > log_r(2 * eps)
+    # Inactive: returns the input untouched.
+    np.testing.assert_allclose(
+        adaptation.find_reasonable_step_size(
+            key, state, logdensity, hmc.log_accept_ratio, 0.3, inv, active=False
+        ),
+        0.3,
+    )
+
+
+def _corr_gaussian(x):
+    s = jnp.array([1.0, 3.0])
+    r = 0.9
+    z0, z1 = x[0] / s[0], x[1] / s[1]
+    return -0.5 * (z0**2 - 2 * r * z0 * z1 + z1**2) / (1 - r**2)
+
+
+@functools.partial(jax.jit, static_argnames=("num_steps", "num_warmup"))
+def _warmup_chunk(keys, wstate, num_steps, num_warmup):
+    kernel = MALA(dense_mass=True)
+
+    def body(w, k):
+        return warmup_step(k, w, _corr_gaussian, kernel, num_warmup)
+
+    return jax.lax.scan(body, wstate, keys)
+
+
+def test_warmup_scan_can_be_split_into_chunks():
+    """Warm-up over 120 iterations in one scan equals two scans of 60: every schedule decision
+    is a function of the step counter carried in the state."""
+    num_warmup = 120  # short warm-up: one slow window [18, 108)
+    keys = jax.random.split(jax.random.key(0), num_warmup)
+    w0 = warmup_init(jnp.array([3.0, -2.0]), _corr_gaussian, MALA(dense_mass=True), num_warmup)
+    whole, _ = _warmup_chunk(keys, w0, num_warmup, num_warmup)
+    half, _ = _warmup_chunk(keys[:60], w0, 60, num_warmup)
+    half, _ = _warmup_chunk(keys[60:], half, 60, num_warmup)
+    for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(half), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert int(whole.step) == num_warmup
+    # The metric was updated once, away from the identity, to a dense matrix.
+    state, step_size, inv = warmup_final(whole)
+    assert inv.shape == (2, 2) and abs(float(inv[0, 1])) > 0.1
+    assert np.isfinite(float(step_size)) and float(step_size) > 0
