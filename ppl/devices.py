@@ -49,3 +49,11 @@ def shard_leading(tree, devices: list):
     mesh = Mesh(np.asarray(devices), ("batch",))
     sharding = NamedSharding(mesh, PartitionSpec("batch"))
     return jax.device_put(tree, sharding)
+
+
+def particle_sharding(devices: list):
+    """Sharding of a ``(runs, particles, ...)`` array: the particle axis over ``devices``."""
+    if len(devices) == 1:
+        return jax.sharding.SingleDeviceSharding(devices[0])
+    mesh = Mesh(np.asarray(devices), ("batch",))
+    return NamedSharding(mesh, PartitionSpec(None, "batch"))

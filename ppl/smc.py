@@ -12,7 +12,7 @@ from numpyro.infer import Predictive
 
 from inference.mcmc.kernels import get_kernel
 from inference.smc import tempered
-from ppl.devices import select_devices, shard_leading
+from ppl.devices import particle_sharding, select_devices
 from ppl.mcmc_sampler import _postprocess
 from ppl.model import compile_model
 from ppl.posterior import Posterior
@@ -55,9 +55,9 @@ def smc(
         waste_free: ``P`` for waste-free SMC (``N / P`` chains of length ``P``).
         resampling: ``"systematic"``, ``"stratified"``, ``"multinomial"`` or ``"residual"``.
         runs: independent SMC runs (the ``chain`` dimension of the result).
-        devices: ``None``, an int or a list of devices. Independent runs are spread over the
-            devices when ``runs`` divides evenly; with one run, its particles are (resampling
-            then gathers across devices). The numbers do not depend on it.
+        devices: ``None``, an int or a list of devices over which the particles of each run
+            are spread (resampling then gathers across devices); ``None`` takes every local
+            device when ``particles`` divides evenly. The numbers do not depend on it.
 
     Returns:
         A :class:`~ppl.posterior.Posterior` with ``samples`` shaped ``(runs, particles, ...)``,
@@ -84,12 +84,7 @@ def smc(
                 f"waste_free={waste_free} must divide particles={particles} (chains of length "
                 "waste_free started from particles / waste_free resampled particles)"
             )
-    if runs > 1 or devices is None:
-        spread = select_devices(devices, runs, "runs")
-        sharded_axis = 0
-    else:
-        spread = select_devices(devices, particles, "particles")
-        sharded_axis = 1
+    spread = select_devices(devices, particles, "particles")
     compiled = compile_model(model, args, model_kwargs)
     if any(s.is_diffusion_prior for s in compiled.latents.values()):
         raise NotImplementedError(
@@ -97,19 +92,19 @@ def smc(
         )
     key_prior, key_run = jax.random.split(key)
     initial = _prior_particles(compiled, key_prior, runs, particles)
-    if sharded_axis == 0:
-        initial = shard_leading(initial, spread)
-    else:
-        initial = jnp.stack([shard_leading(initial[0], spread)])
+    initial = jax.device_put(initial, particle_sharding(spread))
 
     @jax.jit
     def run_all(keys, initial):
-        return jax.vmap(
-            lambda k, x: tempered.run(
-                k,
+        # Runs one after the other (lax.map, not vmap): under vmap the data-dependent
+        # conditionals of the engine (resample or not, beta reached 1) would become selects
+        # that execute both branches at every stage.
+        return jax.lax.map(
+            lambda args: tempered.run(
+                args[0],
                 compiled.log_prior,
                 compiled.log_likelihood,
-                x,
+                args[1],
                 kernel_obj,
                 num_mcmc_steps=num_mcmc_steps,
                 target_ess=target_ess,
@@ -117,8 +112,9 @@ def smc(
                 dense_mass=dense_mass,
                 waste_free=waste_free,
                 resampling=resampling,
-            )
-        )(keys, initial)
+            ),
+            (keys, initial),
+        )
 
     result = jax.device_get(run_all(jax.random.split(key_run, runs), initial))
     if np.any(result.failed):
