@@ -12,9 +12,13 @@ from ppl.mcmc_sampler import mcmc  # noqa: E402
 from ppl.posterior import Posterior  # noqa: E402
 from ppl.predictive import predictive  # noqa: E402
 from ppl.smc import smc  # noqa: E402
+from ppl.state_space import StateSpaceModel, particle_filter, pmmh  # noqa: E402
 
 __all__ = [
     "Posterior",
+    "StateSpaceModel",
+    "particle_filter",
+    "pmmh",
     "deterministic",
     "factor",
     "mcmc",

@@ -71,3 +71,10 @@ def to_arviz(groups: dict[str, xr.Dataset]):
     if ARVIZ_1:
         return tree
     return az.from_datatree(tree)
+
+
+def group_names(data) -> set[str]:
+    """The group names of ArviZ data from either generation (DataTree or InferenceData)."""
+    if isinstance(data, xr.DataTree):
+        return set(data.children)
+    return set(data.groups())

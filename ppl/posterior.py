@@ -100,7 +100,10 @@ class Posterior:
         return az.summary(self.to_arviz(), var_names=var_names, **kwargs)
 
     def plot(self, path: str | None = None, var_names=None, **kwargs):
-        """Trace plot (ArviZ ``plot_trace``); saved to ``path`` as an image when given."""
+        """Trace plot (ArviZ ``plot_trace``); saved to ``path`` as an image when given.
+
+        Returns what ArviZ returns: matplotlib axes on ArviZ 0.2x, a ``PlotCollection`` on 1.x.
+        """
         import arviz as az
         import matplotlib
 
@@ -108,10 +111,13 @@ class Posterior:
             matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        axes = az.plot_trace(self.to_arviz(), var_names=var_names, **kwargs)
-        fig = np.ravel(axes)[0].figure
-        fig.tight_layout()
+        plot = az.plot_trace(self.to_arviz(), var_names=var_names, **kwargs)
         if path is not None:
-            fig.savefig(path, dpi=100)
-            plt.close(fig)
-        return axes
+            if arviz_io.ARVIZ_1:
+                plot.savefig(path)
+            else:
+                fig = np.ravel(plot)[0].figure
+                fig.tight_layout()
+                fig.savefig(path, dpi=100)
+                plt.close(fig)
+        return plot

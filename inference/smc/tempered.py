@@ -74,9 +74,7 @@ def _next_temperature(log_lik: Array, beta: Array, target_ess: float) -> Array:
         return jnp.where(ok, mid, low), jnp.where(ok, high, mid)
 
     remaining = 1.0 - beta
-    low, _ = jax.lax.fori_loop(
-        0, BISECTION_ITERATIONS, body, (jnp.zeros_like(beta), remaining)
-    )
+    low, _ = jax.lax.fori_loop(0, BISECTION_ITERATIONS, body, (jnp.zeros_like(beta), remaining))
     delta = jnp.where(ess_ratio(remaining) >= target_ess, remaining, low)
     # Guarantee progress even when one particle dominates at any positive increment.
     delta = jnp.maximum(delta, jnp.minimum(remaining, 1e-6))

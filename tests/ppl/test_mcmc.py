@@ -9,6 +9,7 @@ import pytest
 
 import inference
 import ppl
+from ppl.arviz_io import group_names
 
 # Normal mean with known noise: mu ~ N(m0, s0^2), y_i ~ N(mu, s^2).
 M0, S0, S = 1.0, 2.0, 1.5
@@ -60,12 +61,15 @@ def test_sample_stats_are_named_as_arviz_expects(post):
 def test_to_arviz_has_standard_groups_and_loo_works(post):
     idata = post.to_arviz()
     for group in ("posterior", "sample_stats", "log_likelihood", "observed_data"):
-        assert group in idata.groups() if hasattr(idata, "groups") else group in idata.children
+        assert group in group_names(idata)
     assert idata.posterior["mu"].dims == ("chain", "draw")
     assert idata.log_likelihood["y"].dims == ("chain", "draw", "data")
-    assert float(az.bfmi(idata).min()) > 0.3
+    energy = post.stats["energy"]
+    bfmi = np.mean(np.diff(energy, axis=1) ** 2, axis=1) / np.var(energy, axis=1)
+    assert bfmi.min() > 0.3
     loo = az.loo(idata)
-    assert np.isfinite(loo.elpd_loo)
+    elpd = getattr(loo, "elpd_loo", None) if hasattr(loo, "elpd_loo") else loo.elpd  # 0.2x, 1.x
+    assert np.isfinite(elpd)
     summary = post.summary(var_names=["mu"])
     assert summary.loc["mu", "r_hat"] < 1.02
 
@@ -73,7 +77,7 @@ def test_to_arviz_has_standard_groups_and_loo_works(post):
 def test_posterior_predictive_is_attached_and_shaped(post):
     ppc = ppl.predictive(normal_mean, posterior=post, y=None, seed=3)
     assert ppc["y"].shape == (4, 500, len(Y))
-    assert "posterior_predictive" in post.to_arviz().groups()
+    assert "posterior_predictive" in group_names(post.to_arviz())
     # Predictive mean of y is the posterior mean of mu.
     assert abs(ppc["y"].mean() - POST_MEAN) < 0.1
     prior = ppl.predictive(normal_mean, num_samples=200, seed=0)

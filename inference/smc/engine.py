@@ -1,0 +1,303 @@
+"""The one Sequential Monte Carlo engine.
+
+A Feynman-Kac model (Chopin & Papaspiliopoulos 2020, *An Introduction to Sequential Monte
+Carlo*, ch. 5, Def. 5.1) is an initial distribution ``M_0``, Markov kernels ``M_t`` and
+potentials ``G_t``. It defines the unnormalised measures
+
+    gamma_t(dx_{0:t}) = M_0(dx_0) G_0(x_0) prod_{s=1}^t M_s(x_{s-1}, dx_s) G_s(x_{s-1}, x_s)
+
+with normalising constants ``Z_t``. Here a method supplies the model as two functions:
+
+* ``init(key, n) -> (particles, log_w0)``: ``n`` draws of ``X_0`` (any pytree with leading
+  axis ``n``) with initial log-weights (zeros when ``X_0 ~ M_0`` exactly; an importance
+  weight ``log dM_0/dQ_0`` when drawn from another ``Q_0``);
+* ``step(key, particles, t) -> (particles, log_w_increment, aux)``: for ``t = 0, ..., T-1``,
+  move every particle with ``M_t`` and return ``log G_t`` of the new particle (fused, so the
+  move and the weight share evaluations), plus any per-step diagnostics ``aux`` (a pytree,
+  stacked over steps in the result).
+
+The engine implements the generic SMC algorithm (Chopin & Papaspiliopoulos 2020,
+Algorithm 10.1 with the adaptive resampling of Sec. 10.2): at step ``t``, if
+``ESS(W_{t-1}) < ess_threshold * N`` the particles are resampled (ancestors
+``A_t ~ r(W_{t-1})``) and the weights reset to ``1/N``, otherwise ``A_t^n = n``;
+optionally an MCMC kernel rejuvenates the resampled particles; then particles move and are
+reweighted, ``log w_t^n = log W_{t-1}^{A_t^n} + log G_t(X_t^n)`` (with ``W`` reset to uniform
+after resampling). The normalising constant is estimated by
+
+    log Z_T^N = log( (1/N) sum_n w_0^n ) + sum_{t=0}^{T-1} log( sum_n W_{t-1}^{A_t^n} G_t^n )
+
+(Chopin & Papaspiliopoulos 2020, eq. (10.4) and Sec. 10.2, Prop. 16.3), with ``W_{-1}`` the
+normalised initial weights. It is unbiased for ``Z_T`` whatever the resampling decisions
+(Del Moral 2004, Thm. 7.4.2). Every sum is a log-sum-exp, so the estimate stays finite when
+all but one weight underflow.
+
+Numerical failure: a ``NaN`` log-weight counts as weight zero (``-inf``). If at some step
+*every* weight is zero (or their sum is not finite) the run cannot continue meaningfully; the
+result records ``failed=True`` and the first such step in ``failed_step``, the log-evidence is
+``-inf`` from that step on, and the weights are reset to uniform so that no ``NaN`` spreads.
+The host-side :func:`check` turns that flag into a ``FloatingPointError``.
+"""
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+
+from .resampling import Resampler, get_resampler
+
+__all__ = [
+    "FeynmanKac",
+    "SMCResult",
+    "run",
+    "check",
+    "log_ess",
+    "ess",
+    "normalize_log_weights",
+    "resample_particles",
+]
+
+PyTree = Any
+
+
+class FeynmanKac(NamedTuple):
+    """A Feynman-Kac model as the engine consumes it.
+
+    Attributes:
+        init: ``init(key, n) -> (particles, log_w0)``; ``particles`` is a pytree whose leaves
+            have leading axis ``n`` and ``log_w0`` has shape ``(n,)``.
+        step: ``step(key, particles, t) -> (particles, log_w_increment, aux)`` moves the
+            particles with ``M_t`` and returns ``log G_t`` of shape ``(n,)`` and a pytree
+            ``aux`` of diagnostics (use ``()`` for none). ``t`` is a traced int32 scalar.
+    """
+
+    init: Callable[[Array, int], tuple[PyTree, Array]]
+    step: Callable[[Array, PyTree, Array], tuple[PyTree, Array, PyTree]]
+
+
+class SMCResult(NamedTuple):
+    """Output of :func:`run` (``T = num_steps``, ``N = num_particles``).
+
+    Attributes:
+        particles: final particles (pytree, leading axis ``N``).
+        log_weights: final normalised log-weights ``log W_T``, shape ``(N,)``
+            (uniform if ``resample_at_end``).
+        ancestors: ``(T, N)`` int32; ``ancestors[t, n]`` is the index (among the particles
+            after step ``t - 1``) of the parent of particle ``n`` at step ``t``; the identity
+            where no resampling took place.
+        ess: ``(T,)`` effective sample size of the weights after reweighting at step ``t``.
+        resampled: ``(T,)`` bool, whether resampling happened at the start of step ``t``.
+        log_evidence_increments: ``(T,)`` ``log sum_n W_{t-1}^{A_t^n} G_t^n``.
+        log_evidence_running: ``(T,)`` ``log Z_t^N`` (includes the initial-weight term).
+        log_evidence: scalar ``log Z_T^N``.
+        aux: the stacked per-step ``aux`` of the model (leading axis ``T``).
+        summaries: stacked output of ``summary_fn`` (``None`` if not requested).
+        failed: scalar bool, all weights were zero at some step.
+        failed_step: scalar int32, the first such step (``-1`` for the initial weights,
+            ``T`` if none; use :func:`check`).
+    """
+
+    particles: PyTree
+    log_weights: Array
+    ancestors: Array
+    ess: Array
+    resampled: Array
+    log_evidence_increments: Array
+    log_evidence_running: Array
+    log_evidence: Array
+    aux: PyTree
+    summaries: PyTree
+    failed: Array
+    failed_step: Array
+
+
+def _clean(log_w: Array) -> Array:
+    """Map ``NaN`` log-weights to ``-inf`` (weight zero)."""
+    return jnp.where(jnp.isnan(log_w), -jnp.inf, log_w)
+
+
+def normalize_log_weights(log_w: Array) -> tuple[Array, Array, Array]:
+    """Return ``(log W, log sum_n exp(log_w_n), ok)`` computed by log-sum-exp.
+
+    ``ok`` is False when every weight is zero or the sum is not finite; then ``log W`` is
+    uniform (``-log N``) rather than ``NaN``.
+    """
+    log_w = _clean(log_w)
+    lse = jax.nn.logsumexp(log_w)
+    ok = jnp.isfinite(lse)
+    n = log_w.shape[0]
+    log_W = jnp.where(ok, log_w - jnp.where(ok, lse, 0.0), -jnp.log(n).astype(log_w.dtype))
+    return log_W, lse, ok
+
+
+def log_ess(log_w: Array) -> Array:
+    """Log effective sample size ``log ESS = 2 lse(log w) - lse(2 log w)``.
+
+    ``ESS = (sum_n w_n)^2 / sum_n w_n^2`` (Kong 1992; Chopin & Papaspiliopoulos 2020,
+    eq. (8.7)); the log-weights need not be normalised. ``NaN`` counts as weight zero.
+    """
+    log_w = _clean(log_w)
+    return 2.0 * jax.nn.logsumexp(log_w) - jax.nn.logsumexp(2.0 * log_w)
+
+
+def ess(log_w: Array) -> Array:
+    """Effective sample size ``exp(log_ess(log_w))`` in ``[1, N]``."""
+    return jnp.exp(log_ess(log_w))
+
+
+def resample_particles(
+    key: Array, particles: PyTree, log_W: Array, resampler: Resampler
+) -> tuple[PyTree, Array]:
+    """Draw ancestors from the normalised log-weights and gather every leaf along axis 0."""
+    n = log_W.shape[0]
+    ancestors = resampler(key, jnp.exp(log_W), n)
+    return jax.tree.map(lambda leaf: jnp.take(leaf, ancestors, axis=0), particles), ancestors
+
+
+def run(
+    key: Array,
+    fk: FeynmanKac,
+    num_particles: int,
+    num_steps: int,
+    resampling: str | Resampler = "systematic",
+    ess_threshold: float = 0.5,
+    rejuvenate: Callable[[Array, PyTree, Array], PyTree] | None = None,
+    resample_at_end: bool = False,
+    summary_fn: Callable[[PyTree, Array, PyTree], PyTree] | None = None,
+) -> SMCResult:
+    """Run adaptive-resampling SMC on a Feynman-Kac model for ``num_steps`` steps.
+
+    Step ``t`` (``t = 0, ..., num_steps - 1``), as in Chopin & Papaspiliopoulos (2020),
+    Algorithm 10.1 / Sec. 10.2:
+
+    1. if ``ESS(W_{t-1}) < ess_threshold * N``: ``A_t ~ resampling(W_{t-1})``, particles
+       gathered, ``log W_{t-1} <- -log N``, and, if given, ``rejuvenate(key, particles, t)``
+       (an MCMC kernel that must leave the law targeted by the resampled particles, i.e. the
+       normalised ``gamma_{t-1}``, invariant); ``ess_threshold >= 1.0`` resamples at every
+       step (even when the weights are uniform), ``0.0`` never;
+    2. ``particles, log G_t, aux = step(key, particles, t)``;
+    3. ``log w_t = log W_{t-1} + log G_t``; increment ``log sum_n exp(log w_t^n)``;
+       ``log W_t = log w_t - increment``.
+
+    Args:
+        key: PRNG key.
+        fk: the model, see :class:`FeynmanKac`.
+        num_particles: ``N`` (static).
+        num_steps: ``T`` (static).
+        resampling: a name in :data:`inference.smc.resampling.RESAMPLERS` or a resampler.
+        ess_threshold: resample when ``ESS < ess_threshold * N``.
+        rejuvenate: optional ``rejuvenate(key, particles, t) -> particles``.
+        resample_at_end: resample once more after the last step (final weights uniform).
+        summary_fn: optional ``summary_fn(particles, log_W_t, aux) -> pytree`` evaluated after
+            each step's reweighting (e.g. weighted means, or the particles themselves to keep
+            the history); stacked into ``SMCResult.summaries``.
+
+    Returns:
+        An :class:`SMCResult`; the whole run is a single ``lax.scan`` and is jit/vmap-able.
+    """
+    resampler = get_resampler(resampling)
+    key_init, key_scan, key_end = jax.random.split(key, 3)
+    particles, log_w0 = fk.init(key_init, num_particles)
+    log_w0 = jnp.asarray(log_w0)
+    dtype = log_w0.dtype if jnp.issubdtype(log_w0.dtype, jnp.floating) else jnp.float32
+    log_w0 = jnp.broadcast_to(log_w0.astype(dtype), (num_particles,))
+    log_W0, lse0, ok0 = normalize_log_weights(log_w0)
+    log_z0 = jnp.where(ok0, lse0 - jnp.log(num_particles).astype(dtype), -jnp.inf)
+    threshold = jnp.asarray(ess_threshold, dtype) * num_particles
+    # ESS <= N always, so 1.0 means "every step" (also when the weights are exactly uniform).
+    always = jnp.asarray(ess_threshold) >= 1.0
+    identity = jnp.arange(num_particles, dtype=jnp.int32)
+
+    def body(carry, inp):
+        particles, log_W, log_z, failed, failed_step = carry
+        t, k = inp
+        k_res, k_rej, k_step = jax.random.split(k, 3)
+
+        do_resample = jnp.logical_or(jnp.exp(log_ess(log_W)) < threshold, always)
+
+        def _resample(args):
+            parts, lw = args
+            new, anc = resample_particles(k_res, parts, lw, resampler)
+            if rejuvenate is not None:
+                new = rejuvenate(k_rej, new, t)
+            return new, jnp.full_like(lw, -jnp.log(num_particles).astype(lw.dtype)), anc
+
+        def _keep(args):
+            parts, lw = args
+            return parts, lw, identity
+
+        particles, log_W, ancestors = jax.lax.cond(
+            do_resample, _resample, _keep, (particles, log_W)
+        )
+        particles, log_g, aux = fk.step(k_step, particles, t)
+        log_g = jnp.broadcast_to(jnp.asarray(log_g, dtype), (num_particles,))
+        log_w = log_W + _clean(log_g)
+        new_log_W, increment, ok = normalize_log_weights(log_w)
+        increment = jnp.where(ok, increment, -jnp.inf)
+        log_z = log_z + increment
+        step_ess = jnp.where(ok, jnp.exp(log_ess(new_log_W)), 0.0)
+        newly_failed = jnp.logical_and(jnp.logical_not(ok), jnp.logical_not(failed))
+        failed_step = jnp.where(newly_failed, t, failed_step)
+        failed = jnp.logical_or(failed, jnp.logical_not(ok))
+        summary = None if summary_fn is None else summary_fn(particles, new_log_W, aux)
+        out = (ancestors, step_ess, do_resample, increment, log_z, aux, summary)
+        return (particles, new_log_W, log_z, failed, failed_step), out
+
+    carry0 = (
+        particles,
+        log_W0,
+        log_z0,
+        jnp.logical_not(ok0),
+        jnp.where(ok0, jnp.int32(num_steps), jnp.int32(-1)),
+    )
+    steps = jnp.arange(num_steps, dtype=jnp.int32)
+    keys = jax.random.split(key_scan, num_steps)
+    (particles, log_W, log_z, failed, failed_step), outs = jax.lax.scan(body, carry0, (steps, keys))
+    ancestors, ess_hist, resampled, increments, running, aux, summaries = outs
+
+    if resample_at_end:
+        particles, _ = resample_particles(key_end, particles, log_W, resampler)
+        log_W = jnp.full_like(log_W, -jnp.log(num_particles).astype(log_W.dtype))
+
+    return SMCResult(
+        particles=particles,
+        log_weights=log_W,
+        ancestors=ancestors,
+        ess=ess_hist,
+        resampled=resampled,
+        log_evidence_increments=increments,
+        log_evidence_running=running,
+        log_evidence=log_z,
+        aux=aux,
+        summaries=summaries,
+        failed=failed,
+        failed_step=failed_step,
+    )
+
+
+def check(result: SMCResult) -> SMCResult:
+    """Host-side check of a (non-batched) result; raise if the weights ever all vanished.
+
+    Raises:
+        FloatingPointError: ``"all particle weights are zero at step t=..."`` (``t=-1`` means
+            the initial weights), naming the first failing step.
+    """
+    failed = np.asarray(result.failed)
+    if failed.ndim == 0:
+        if bool(failed):
+            t = int(np.asarray(result.failed_step))
+            raise FloatingPointError(
+                f"all particle weights are zero at step t={t} (every log-weight was -inf or "
+                "NaN); the model's potentials or proposal are degenerate at that step"
+            )
+        return result
+    bad = np.flatnonzero(failed.reshape(-1))
+    if bad.size:
+        t = int(np.asarray(result.failed_step).reshape(-1)[bad[0]])
+        raise FloatingPointError(
+            f"all particle weights are zero at step t={t} in run {int(bad[0])} of a batch "
+            f"of {failed.size} (every log-weight was -inf or NaN)"
+        )
+    return result

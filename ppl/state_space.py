@@ -1,0 +1,504 @@
+"""State-space models, particle filtering and particle marginal Metropolis-Hastings.
+
+A :class:`StateSpaceModel` is three functions returning numpyro distributions for *one*
+particle:
+
+* ``init() -> p_0(x_0)``,
+* ``transition(x_prev, t) -> p_t(x_t | x_{t-1} = x_prev)`` (``t >= 1``),
+* ``observation(x, t) -> f_t(y_t | x_t = x)``.
+
+:func:`particle_filter` vectorises them over particles and runs one of the particle filters of
+:mod:`inference.smc.filters` on the library's single SMC engine
+(Chopin & Papaspiliopoulos 2020, *An Introduction to Sequential Monte Carlo*, ch. 10).
+:func:`pmmh` is the particle marginal Metropolis-Hastings sampler of Andrieu, Doucet &
+Holenstein (2010, Sec. 2.4) (Chopin & Papaspiliopoulos 2020, ch. 16): a random walk on the
+unconstrained parameters whose acceptance ratio uses the filter's unbiased likelihood estimate
+in place of the intractable likelihood, which leaves the exact posterior invariant.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numpyro.distributions import biject_to
+
+from inference.smc import engine as _engine
+from inference.smc import filters as _filters
+from inference.smc import smoothing as _smoothing
+from inference.smc.resampling import RESAMPLERS
+from ppl.posterior import Posterior
+
+__all__ = ["StateSpaceModel", "FilterResult", "particle_filter", "pmmh"]
+
+METHODS = ("bootstrap", "guided", "auxiliary")
+
+
+class StateSpaceModel:
+    """A state-space model given by three functions that return numpyro distributions.
+
+    Args:
+        init: ``init() -> Distribution`` of ``X_0``.
+        transition: ``transition(x_prev, t) -> Distribution`` of ``X_t | X_{t-1} = x_prev``.
+        observation: ``observation(x, t) -> Distribution`` of ``Y_t | X_t = x``.
+
+    ``x`` is a single particle (shape of one draw of ``init()``), ``t`` an int32 scalar
+    (traced inside the filter). A distribution's ``log_prob`` is summed over any remaining
+    batch dimensions, so ``dist.Normal(loc_vector, scale)`` works without ``to_event``.
+    """
+
+    def __init__(self, init: Callable, transition: Callable, observation: Callable):
+        for name, fn in (("init", init), ("transition", transition), ("observation", observation)):
+            if not callable(fn):
+                raise TypeError(
+                    f"StateSpaceModel: `{name}` must be a callable returning a numpyro "
+                    f"distribution, got {type(fn).__name__}"
+                )
+        self.init = init
+        self.transition = transition
+        self.observation = observation
+
+    # Batched functions for inference.smc.filters (leading axis = particles).
+
+    def _init_sample(self, key, n):
+        return self.init().sample(key, (n,))
+
+    def _init_logpdf(self, x):
+        return jax.vmap(lambda xi: jnp.sum(self.init().log_prob(xi)))(x)
+
+    def _transition_sample(self, key, x_prev, t):
+        keys = jax.random.split(key, _num(x_prev))
+        return jax.vmap(lambda k, xp: self.transition(xp, t).sample(k))(keys, x_prev)
+
+    def _transition_logpdf(self, x, x_prev, t):
+        return jax.vmap(lambda a, b: jnp.sum(self.transition(b, t).log_prob(a)))(x, x_prev)
+
+    def _transition_mean(self, x_prev, t):
+        return jax.vmap(lambda xp: self.transition(xp, t).mean)(x_prev)
+
+    def _obs_logpdf(self, y, x, t):
+        return jax.vmap(lambda xi: jnp.sum(self.observation(xi, t).log_prob(y)))(x)
+
+
+def _num(x):
+    return jax.tree.leaves(x)[0].shape[0]
+
+
+class FilterResult(NamedTuple):
+    """Output of :func:`particle_filter`.
+
+    Attributes:
+        log_likelihood: estimate of ``log p(y_{0:T-1})`` (its exponential is unbiased).
+        log_likelihood_running: ``(T,)`` estimates of ``log p(y_{0:t})``.
+        filter_means: ``(T, dx)`` weighted means ``sum_n W_t^n X_t^n`` (``dx`` = state size,
+            1 for a scalar state).
+        ess: ``(T,)`` effective sample sizes after reweighting.
+        particles: ``(T, N, *state_shape)`` particle history.
+        log_weights: ``(T, N)`` normalised filtering log-weights.
+        ssm: the model (used by :meth:`smooth`).
+    """
+
+    log_likelihood: float
+    log_likelihood_running: np.ndarray
+    filter_means: np.ndarray
+    ess: np.ndarray
+    particles: np.ndarray
+    log_weights: np.ndarray
+    ssm: Any
+
+    def smooth(self, num_trajectories: int = 100, seed: int = 0) -> np.ndarray:
+        """FFBS smoothing trajectories, shape ``(num_trajectories, T, dx)``.
+
+        Backward sampling (Chopin & Papaspiliopoulos 2020, Algorithm 12.2) from the stored
+        particle history using the model's transition density.
+        """
+        if int(num_trajectories) <= 0:
+            raise ValueError(f"num_trajectories must be a positive int, got {num_trajectories}")
+        traj = _smooth_jit(
+            self.ssm,
+            int(num_trajectories),
+            jax.random.key(int(seed)),
+            jnp.asarray(self.particles),
+            jnp.asarray(self.log_weights),
+        )
+        traj = np.asarray(traj)  # (T, M, *state_shape)
+        T, M = traj.shape[:2]
+        return np.swapaxes(traj.reshape(T, M, -1), 0, 1)
+
+
+@partial(jax.jit, static_argnums=(0, 1))
+def _smooth_jit(ssm, num_trajectories, key, particles, log_weights):
+    return _smoothing.ffbs(key, particles, log_weights, ssm._transition_logpdf, num_trajectories)
+
+
+def _validate(ssm, ys, particles, method, resampling, ess_threshold, proposal, proposal0):
+    if not all(hasattr(ssm, a) for a in ("init", "transition", "observation")):
+        raise TypeError(
+            "particle_filter: `ssm` must be a StateSpaceModel (with init, transition and "
+            f"observation), got {type(ssm).__name__}"
+        )
+    if isinstance(particles, bool) or not isinstance(particles, (int, np.integer)):
+        raise TypeError(f"particle_filter: `particles` must be an int, got {particles!r}")
+    if particles <= 0:
+        raise ValueError(f"particle_filter: `particles` must be positive, got {particles}")
+    if method not in METHODS:
+        raise ValueError(f"particle_filter: unknown method {method!r}; expected one of {METHODS}")
+    if not callable(resampling) and resampling not in RESAMPLERS:
+        raise ValueError(
+            f"particle_filter: unknown resampling {resampling!r}; expected one of "
+            f"{sorted(RESAMPLERS)}"
+        )
+    if not 0.0 <= float(ess_threshold) <= 1.0:
+        raise ValueError(f"particle_filter: `ess_threshold` must be in [0, 1], got {ess_threshold}")
+    if method == "guided" and proposal is None:
+        raise ValueError(
+            "particle_filter: method='guided' needs `proposal(x_prev, y_t, t) -> distribution`"
+        )
+    if proposal is not None and not callable(proposal):
+        raise TypeError("particle_filter: `proposal` must be callable")
+    if proposal0 is not None and not callable(proposal0):
+        raise TypeError("particle_filter: `proposal0` must be callable")
+    try:
+        ys_np = np.asarray(ys, dtype=float)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"particle_filter: `ys` must be a numeric array: {e}") from None
+    if ys_np.ndim == 0 or ys_np.shape[0] == 0:
+        raise ValueError(
+            f"particle_filter: `ys` must have a leading time axis of length >= 1, got shape "
+            f"{ys_np.shape}"
+        )
+    if not np.all(np.isfinite(ys_np)):
+        bad = np.argwhere(~np.isfinite(ys_np.reshape(ys_np.shape[0], -1)))[0, 0]
+        raise ValueError(f"particle_filter: `ys` must be finite; ys[{bad}] is NaN or inf")
+    # Shapes, by abstract evaluation only (no compilation, no FLOPs).
+    try:
+        x0 = jax.eval_shape(lambda k: ssm.init().sample(k), jax.random.key(0))
+        obs = jax.eval_shape(
+            lambda x: jnp.zeros(
+                (d := ssm.observation(x, jnp.int32(0))).batch_shape + d.event_shape
+            ),
+            x0,
+        )
+    except Exception as e:  # a user model that cannot even be traced
+        raise ValueError(
+            f"particle_filter: could not evaluate the model's distributions: {e}"
+        ) from e
+    if tuple(obs.shape) != tuple(ys_np.shape[1:]):
+        raise ValueError(
+            f"particle_filter: `ys` has shape {ys_np.shape}, so each y_t has shape "
+            f"{ys_np.shape[1:]}, but observation(x, t) has shape {tuple(obs.shape)}; "
+            "expected ys of shape (T, *observation_shape)"
+        )
+    return ys_np
+
+
+def _run_filter(
+    ssm,
+    ys,
+    key,
+    num_particles,
+    method,
+    resampling,
+    ess_threshold,
+    proposal,
+    proposal0,
+    store_history,
+):
+    """Traceable core: build the filter for ``method`` and run it (no validation)."""
+    if method == "bootstrap":
+        fk = _filters.bootstrap_fk(ys, ssm._init_sample, ssm._transition_sample, ssm._obs_logpdf)
+        twisted = False
+    else:
+        ppl_prop, ppl_prop0 = proposal, proposal0
+        guided_q = None
+        if ppl_prop is not None:
+
+            def guided_q(key, x_prev, t):
+                y = ys[t]
+                keys = jax.random.split(key, _num(x_prev))
+
+                def one(k, xp):
+                    d = ppl_prop(xp, y, t)
+                    x = d.sample(k)
+                    return x, jnp.sum(d.log_prob(x))
+
+                return jax.vmap(one)(keys, x_prev)
+
+        def guided_q0(key, n):
+            if ppl_prop0 is None:
+                x = ssm._init_sample(key, n)
+                return x, ssm._init_logpdf(x)
+            d = ppl_prop0(ys[0])
+            x = d.sample(key, (n,))
+            return x, jax.vmap(lambda xi: jnp.sum(d.log_prob(xi)))(x)
+
+        if method == "guided":
+            fk = _filters.guided_fk(
+                ys, ssm._init_logpdf, ssm._transition_logpdf, ssm._obs_logpdf, guided_q, guided_q0
+            )
+            twisted = False
+        else:
+            fk = _filters.auxiliary_fk(
+                ys,
+                ssm._init_sample,
+                ssm._init_logpdf,
+                ssm._transition_sample,
+                ssm._transition_logpdf,
+                ssm._obs_logpdf,
+                transition_mean=ssm._transition_mean,
+                proposal=guided_q,
+                proposal0=guided_q0,
+            )
+            twisted = True
+    return _filters.filter_from_fk(
+        key, fk, ys.shape[0], num_particles, resampling, ess_threshold, store_history, twisted
+    )
+
+
+@partial(jax.jit, static_argnums=(0, 3, 4, 5, 7, 8))
+def _filter_jit(
+    ssm, ys, key, num_particles, method, resampling, ess_threshold, proposal, proposal0
+):
+    return _run_filter(
+        ssm, ys, key, num_particles, method, resampling, ess_threshold, proposal, proposal0, True
+    )
+
+
+def particle_filter(
+    ssm: StateSpaceModel,
+    ys,
+    particles: int = 1000,
+    method: str = "bootstrap",
+    proposal: Callable | None = None,
+    resampling: str = "systematic",
+    ess_threshold: float = 0.5,
+    seed: int = 0,
+    proposal0: Callable | None = None,
+) -> FilterResult:
+    """Run a particle filter on observations ``ys`` of shape ``(T, *obs_shape)``.
+
+    Args:
+        ssm: the model.
+        ys: observations ``y_0, ..., y_{T-1}``, finite.
+        particles: number of particles ``N``.
+        method: ``"bootstrap"`` (propose from the transition), ``"guided"`` (propose from
+            ``proposal``) or ``"auxiliary"`` (Pitt & Shephard 1999, first-stage weights the
+            observation density at the transition mean, optionally with ``proposal``).
+        proposal: ``proposal(x_prev, y_t, t) -> Distribution`` over ``x_t`` for ``t >= 1``.
+        resampling: ``"systematic"``, ``"stratified"``, ``"multinomial"`` or ``"residual"``.
+        ess_threshold: resample when ``ESS < ess_threshold * N`` (1: always, 0: never).
+        seed: PRNG seed.
+        proposal0: ``proposal0(y_0) -> Distribution`` over ``x_0`` (default: ``ssm.init()``).
+
+    Returns:
+        A :class:`FilterResult`.
+
+    Raises:
+        ValueError / TypeError: bad arguments, before any compilation.
+        FloatingPointError: every particle weight was zero at some step.
+    """
+    ys_np = _validate(ssm, ys, particles, method, resampling, ess_threshold, proposal, proposal0)
+    ys_j = jnp.asarray(ys_np, dtype=jnp.result_type(float))
+    out = _filter_jit(
+        ssm,
+        ys_j,
+        jax.random.key(int(seed)),
+        int(particles),
+        method,
+        resampling,
+        float(ess_threshold),
+        proposal,
+        proposal0,
+    )
+    _engine.check(out.smc)
+    T = ys_np.shape[0]
+    return FilterResult(
+        log_likelihood=float(out.log_likelihood),
+        log_likelihood_running=np.asarray(out.log_likelihood_running),
+        filter_means=np.asarray(out.filter_means).reshape(T, -1),
+        ess=np.asarray(out.ess),
+        particles=np.asarray(out.particles),
+        log_weights=np.asarray(out.log_weights),
+        ssm=ssm,
+    )
+
+
+def pmmh(
+    ssm_builder: Callable[[dict], StateSpaceModel],
+    prior: dict,
+    ys,
+    num_samples: int = 1000,
+    particles: int = 256,
+    step_size: float = 0.1,
+    proposal_cov=None,
+    chains: int = 4,
+    seed: int = 0,
+    num_warmup: int = 0,
+    method: str = "bootstrap",
+    resampling: str = "systematic",
+    init_params: dict | None = None,
+) -> Posterior:
+    """Particle marginal Metropolis-Hastings (Andrieu, Doucet & Holenstein 2010, Sec. 2.4).
+
+    Parameters ``theta`` (one entry per key of ``prior``) are mapped to unconstrained
+    ``z = T^{-1}(theta)`` with ``T = biject_to(prior[name].support)``; the chain is a Gaussian
+    random walk ``z' = z + L eps`` (``L = step_size * I`` or ``chol(proposal_cov)``) accepted
+    with probability
+
+        min(1, p^N(y | theta') p(theta') |J_T(z')| / (p^N(y | theta) p(theta) |J_T(z)|)),
+
+    where ``p^N(y | theta)`` is the particle filter's unbiased likelihood estimate, kept with
+    the current state (never re-estimated), so the chain targets the exact posterior
+    (Andrieu, Doucet & Holenstein 2010, Thm. 4; Chopin & Papaspiliopoulos 2020, ch. 16).
+    Chains are vmapped, iterations a ``lax.scan``.
+
+    Args:
+        ssm_builder: ``ssm_builder(params: dict) -> StateSpaceModel``; must be traceable.
+        prior: dict name -> numpyro distribution.
+        ys: observations ``(T, *obs_shape)``.
+        num_samples: draws kept per chain (after ``num_warmup`` discarded ones).
+        particles: particles of each filter run.
+        step_size: random-walk scale on the unconstrained space (if no ``proposal_cov``).
+        proposal_cov: ``(D, D)`` random-walk covariance on the flattened unconstrained space.
+        chains: number of chains.
+        seed: PRNG seed.
+        num_warmup: iterations discarded at the start (no adaptation).
+        method, resampling: of the particle filter.
+        init_params: dict of initial (constrained) values shared by all chains; default,
+            independent prior draws.
+
+    Returns:
+        A :class:`~ppl.posterior.Posterior`: ``samples[name]`` shaped ``(chains, num_samples,
+        *shape)``, ``stats["acceptance_rate"]`` per chain and
+        ``stats["log_likelihood_estimate"]`` (the filter estimate attached to each draw).
+    """
+    if not isinstance(prior, dict) or not prior:
+        raise TypeError("pmmh: `prior` must be a non-empty dict of numpyro distributions")
+    for name, d in prior.items():
+        if not hasattr(d, "support") or not hasattr(d, "log_prob"):
+            raise TypeError(f"pmmh: prior[{name!r}] must be a numpyro distribution")
+    for arg, v in (("num_samples", num_samples), ("chains", chains), ("particles", particles)):
+        if not isinstance(v, (int, np.integer)) or v <= 0:
+            raise ValueError(f"pmmh: `{arg}` must be a positive int, got {v!r}")
+    if not isinstance(num_warmup, (int, np.integer)) or num_warmup < 0:
+        raise ValueError(f"pmmh: `num_warmup` must be a non-negative int, got {num_warmup!r}")
+    if method not in METHODS or method == "guided":
+        raise ValueError(f"pmmh: method must be 'bootstrap' or 'auxiliary', got {method!r}")
+    names = sorted(prior)
+    transforms = {k: biject_to(prior[k].support) for k in names}
+    shapes = {k: tuple(prior[k].batch_shape + prior[k].event_shape) for k in names}
+    unc_shapes = {k: tuple(transforms[k].inverse_shape(shapes[k])) for k in names}
+    sizes = [math.prod(unc_shapes[k]) for k in names]
+    dim = sum(sizes)
+    if proposal_cov is None:
+        if not float(step_size) > 0:
+            raise ValueError(f"pmmh: `step_size` must be positive, got {step_size}")
+        chol = float(step_size) * jnp.eye(dim)
+    else:
+        cov = np.asarray(proposal_cov, dtype=float)
+        if cov.shape != (dim, dim):
+            raise ValueError(
+                f"pmmh: `proposal_cov` must have shape ({dim}, {dim}) (flattened unconstrained "
+                f"parameters in the order {names}), got {cov.shape}"
+            )
+        chol = jnp.asarray(np.linalg.cholesky(cov))
+    # The model is validated once at a prior draw.
+    theta0 = {k: prior[k].sample(jax.random.key(0)) for k in names}
+    ys_np = _validate(ssm_builder(theta0), ys, particles, method, resampling, 0.5, None, None)
+    ys_j = jnp.asarray(ys_np, dtype=jnp.result_type(float))
+
+    def unflatten(z):
+        out, i = {}, 0
+        for k, s in zip(names, sizes, strict=True):
+            out[k] = z[i : i + s].reshape(unc_shapes[k])
+            i += s
+        return out
+
+    def flatten_unc(theta):
+        return jnp.concatenate([jnp.ravel(transforms[k].inv(theta[k])) for k in names])
+
+    def log_prior(z):
+        u = unflatten(z)
+        lp = 0.0
+        for k in names:
+            theta = transforms[k](u[k])
+            lp = lp + jnp.sum(prior[k].log_prob(theta))
+            lp = lp + jnp.sum(transforms[k].log_abs_det_jacobian(u[k], theta))
+        return lp
+
+    def log_lik(key, z):
+        u = unflatten(z)
+        theta = {k: transforms[k](u[k]) for k in names}
+        out = _run_filter(
+            ssm_builder(theta),
+            ys_j,
+            key,
+            int(particles),
+            method,
+            resampling,
+            0.5,
+            None,
+            None,
+            False,
+        )
+        ll = out.log_likelihood
+        return jnp.where(jnp.isnan(ll), -jnp.inf, ll)
+
+    total = int(num_warmup) + int(num_samples)
+
+    def chain(key, z0):
+        k0, k_run = jax.random.split(key)
+        lp0 = log_prior(z0)
+        ll0 = log_lik(k0, z0)
+
+        def body(carry, k):
+            z, lp, ll = carry
+            k_prop, k_pf, k_acc = jax.random.split(k, 3)
+            z_new = z + chol @ jax.random.normal(k_prop, (dim,), z.dtype)
+            lp_new = log_prior(z_new)
+            ll_new = jnp.where(jnp.isfinite(lp_new), log_lik(k_pf, z_new), -jnp.inf)
+            log_ratio = (lp_new + ll_new) - (lp + ll)
+            log_ratio = jnp.where(jnp.isnan(log_ratio), -jnp.inf, log_ratio)
+            accept = jnp.log(jax.random.uniform(k_acc, (), z.dtype)) < log_ratio
+            z = jnp.where(accept, z_new, z)
+            lp = jnp.where(accept, lp_new, lp)
+            ll = jnp.where(accept, ll_new, ll)
+            return (z, lp, ll), (z, ll, accept)
+
+        _, (zs, lls, acc) = jax.lax.scan(body, (z0, lp0, ll0), jax.random.split(k_run, total))
+        return zs, lls, acc
+
+    key = jax.random.key(int(seed))
+    k_init, k_chains = jax.random.split(key)
+    if init_params is None:
+        init_keys = jax.random.split(k_init, chains)
+        z0 = jnp.stack([flatten_unc({k: prior[k].sample(ik) for k in names}) for ik in init_keys])
+    else:
+        missing = set(names) - set(init_params)
+        if missing:
+            raise ValueError(f"pmmh: `init_params` misses {sorted(missing)}")
+        z_one = flatten_unc({k: jnp.asarray(init_params[k]) for k in names})
+        z0 = jnp.broadcast_to(z_one, (chains, dim))
+    z0 = z0.astype(jnp.result_type(float))
+    zs, lls, acc = jax.jit(jax.vmap(chain))(jax.random.split(k_chains, chains), z0)
+    zs, lls, acc = zs[:, num_warmup:], lls[:, num_warmup:], acc[:, num_warmup:]
+    flat = jax.vmap(jax.vmap(unflatten))(zs)
+    samples = {
+        k: np.asarray(jax.vmap(jax.vmap(transforms[k]))(flat[k])).reshape(
+            (chains, int(num_samples), *shapes[k])
+        )
+        for k in names
+    }
+    return Posterior(
+        samples=samples,
+        stats={
+            "acceptance_rate": np.asarray(jnp.mean(acc, axis=1)),
+            "log_likelihood_estimate": np.asarray(lls),
+        },
+        attrs={"method": f"pmmh/{method}", "particles": int(particles)},
+    )
