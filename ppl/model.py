@@ -30,6 +30,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.extend import core as jax_core
 from jax.flatten_util import ravel_pytree
 from numpyro import handlers
 from numpyro.distributions import constraints
@@ -195,18 +196,18 @@ def _is_diffusion_prior(fn) -> bool:
 
 
 def trace_model(model: Callable, args: tuple, kwargs: dict, seed: int = 0):
-    """Run the model once under numpyro's ``seed`` and ``trace`` handlers.
+    """Run the model once under numpyro's ``trace`` handler, for its site structure.
 
-    Exceptions raised by the model are re-raised with a sentence saying so. ``DiffusionPrior``
-    sites are not simulated here (their sampler is expensive): a placeholder of the right shape
-    stands in.
+    Latent continuous sites take Stan-style values (uniform in (-2, 2) on unconstrained space,
+    like numpyro's ``init_to_uniform``), so improper priors (``ImproperUniform``) trace too;
+    ``DiffusionPrior`` sites are not simulated (their sampler is expensive): zeros of the
+    right shape stand in. Exceptions raised by the model are re-raised saying so.
     """
     if not callable(model):
         raise TypeError(f"model must be a callable (a Python function), got {type(model).__name__}")
     try:
-        with handlers.trace() as tr, handlers.seed(rng_seed=seed):
-            with _DiffusionPlaceholder():
-                model(*args, **kwargs)
+        with handlers.trace() as tr, _TraceValues(seed), handlers.seed(rng_seed=seed):
+            model(*args, **kwargs)
     except (TypeError, ValueError) as err:
         raise type(err)(f"the model raised while being traced: {err}") from err
     except Exception as err:  # noqa: BLE001 - any user error, re-raised with context
@@ -214,19 +215,31 @@ def trace_model(model: Callable, args: tuple, kwargs: dict, seed: int = 0):
     return tr
 
 
-class _DiffusionPlaceholder(handlers.Messenger):
-    """Substitutes zeros for ``DiffusionPrior`` draws while tracing for the site structure."""
+class _TraceValues(handlers.Messenger):
+    """Values for latent sites while tracing: zeros for ``DiffusionPrior`` draws, a uniform
+    point in (-2, 2) on unconstrained space for continuous sites with a bijection, and an
+    ordinary draw for the rest (discrete sites, which ``compile_model`` then refuses)."""
+
+    def __init__(self, seed: int):
+        super().__init__()
+        self.rng = np.random.default_rng(seed)
 
     def process_message(self, msg):
-        if (
-            msg["type"] == "sample"
-            and msg.get("value") is None
-            and not msg["is_observed"]
-            and _is_diffusion_prior(msg["fn"])
-        ):
-            fn = msg["fn"]
-            shape = msg["kwargs"].get("sample_shape", ()) + fn.batch_shape + fn.event_shape
+        if msg["type"] != "sample" or msg["is_observed"] or msg.get("value") is not None:
+            return
+        fn = msg["fn"]
+        shape = tuple(msg["kwargs"].get("sample_shape", ())) + tuple(fn.shape())
+        if _is_diffusion_prior(fn):
             msg["value"] = jnp.zeros(shape)
+            return
+        if getattr(fn.support, "is_discrete", False):
+            return
+        try:
+            transform = biject_to(fn.support)
+        except NotImplementedError:
+            return
+        unconstrained = self.rng.uniform(-INIT_RADIUS, INIT_RADIUS, transform.inverse_shape(shape))
+        msg["value"] = transform(jnp.asarray(unconstrained, dtype=jnp.result_type(float)))
 
 
 def compile_model(
@@ -245,6 +258,7 @@ def compile_model(
     """
     kwargs = dict(kwargs or {})
     trace = trace_model(model, args, kwargs)
+    computed = _observed_from_latents(model, args, kwargs, trace)
     latents: dict[str, LatentSite] = {}
     observed: dict[str, np.ndarray] = {}
     deterministic: list[str] = []
@@ -262,7 +276,9 @@ def compile_model(
             if site.get("infer", {}).get("is_auxiliary"):
                 factors.append(name)
                 continue
-            observed[name] = _check_observed(name, fn, site["value"])
+            observed[name] = _check_observed(
+                name, fn, site["value"], check_finite=name not in computed
+            )
             continue
         latents[name] = _latent_site(name, fn, site["value"], require_continuous)
     if not latents:
@@ -283,6 +299,41 @@ def compile_model(
         unravel=unravel,
         site_dims=site_dims,
     )
+
+
+def _observed_from_latents(model, args, kwargs, trace) -> set[str]:
+    """Observed sites whose ``obs=`` value the model computes from latent values.
+
+    Such values (residuals of a recursion, say) are not data: they may be non-finite at an
+    arbitrary point, so only the others are checked for NaN / inf. Found exactly by tracing
+    ``latent values -> observed values`` to a jaxpr and following its data dependencies.
+    """
+    latent = {
+        n: s["value"] for n, s in trace.items() if s["type"] == "sample" and not s["is_observed"]
+    }
+    observed = [
+        n
+        for n, s in trace.items()
+        if s["type"] == "sample" and s["is_observed"] and not s.get("infer", {}).get("is_auxiliary")
+    ]
+    if not latent or not observed:
+        return set()
+
+    def observed_values(values):
+        substituted = handlers.substitute(handlers.seed(model, rng_seed=0), data=values)
+        tr = handlers.trace(substituted).get_trace(*args, **kwargs)
+        return [jnp.asarray(tr[n]["value"]) for n in observed]
+
+    try:
+        closed = jax.make_jaxpr(observed_values)(latent)
+    except Exception:  # noqa: BLE001 - fall back to checking every observed value
+        return set()
+    jaxpr = closed.jaxpr
+    depends = set(map(id, jaxpr.invars))
+    for eqn in jaxpr.eqns:
+        if any(id(v) in depends for v in eqn.invars if not isinstance(v, jax_core.Literal)):
+            depends.update(map(id, eqn.outvars))
+    return {n for n, v in zip(observed, jaxpr.outvars, strict=True) if id(v) in depends}
 
 
 def _latent_site(name, fn, value, require_continuous) -> LatentSite:
@@ -315,7 +366,7 @@ def constraints_identity():
     return biject_to(constraints.real)
 
 
-def _check_observed(name, fn, value) -> np.ndarray:
+def _check_observed(name, fn, value, check_finite: bool = True) -> np.ndarray:
     array = np.asarray(value)
     expected = tuple(fn.batch_shape) + tuple(fn.event_shape)
     event = tuple(fn.event_shape)
@@ -329,7 +380,7 @@ def _check_observed(name, fn, value) -> np.ndarray:
             f"observed site '{name}': obs has shape {array.shape}, but its distribution "
             f"{type(fn).__name__} has batch_shape + event_shape {expected}"
         )
-    if np.issubdtype(array.dtype, np.number) and not np.all(np.isfinite(array)):
+    if check_finite and np.issubdtype(array.dtype, np.number) and not np.all(np.isfinite(array)):
         bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
         raise ValueError(
             f"observed site '{name}' contains {bad} non-finite value(s) (NaN or inf); "

@@ -142,3 +142,28 @@ def test_log_density_non_finite_everywhere_names_the_site():
     compiled = compile_model(model)
     with pytest.raises(ValueError, match="not finite at any of 100 initial points.*'y'"):
         compiled.initial_positions(jax.random.PRNGKey(0), 2)
+
+
+def test_improper_flat_prior_traces_and_compiles():
+    def model(y=None):
+        beta = numpyro.sample("beta", dist.ImproperUniform(constraints.real, (), (2,)))
+        sigma = numpyro.sample("sigma", dist.ImproperUniform(constraints.positive, (), ()))
+        numpyro.sample("y", dist.Normal(beta[0] + beta[1], sigma), obs=y)
+
+    compiled = compile_model(model, (), {"y": jnp.array([0.1, 0.3])})
+    assert compiled.dim == 3
+    z = compiled.to_unconstrained({"beta": jnp.array([0.1, 0.1]), "sigma": 1.0})
+    expected = stats.norm(0.2, 1.0).logpdf([0.1, 0.3]).sum()  # flat priors; log|J| = log 1
+    assert float(compiled.logdensity(z)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_observed_values_computed_from_parameters_are_not_data():
+    """An ``obs=`` computed from latent values may be non-finite at a random point."""
+
+    def model(y):
+        scale = numpyro.sample("scale", dist.LogNormal(0.0, 1.0))
+        residual = jnp.sqrt(scale - 100.0) + y  # NaN at every point the trace visits
+        numpyro.sample("residual", dist.Normal(0.0, 1.0), obs=residual)
+
+    compiled = compile_model(model, (jnp.array([1.5, 2.0]),), {})
+    assert "residual" in compiled.observed
