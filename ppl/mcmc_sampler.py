@@ -8,9 +8,12 @@ of step ``i`` is ``fold_in(key, i)``, so the numbers do not depend on the chunk 
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
+from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 
 import jax
@@ -82,17 +85,15 @@ def mcmc(
         check_count("chunk_size", chunk_size)
     kernel_obj = get_kernel(kernel)
     chain_devices = select_devices(devices, chains, "chains")
-    compiled = compile_model(model, args, model_kwargs)
-    if any(s.is_diffusion_prior for s in compiled.latents.values()):
-        raise ValueError(
-            "the model has a DiffusionPrior site; sample its posterior with ppl.smc(model, ...)"
-        )
+    total = warmup + draws
+    chunk = _chunk(chunk_size, total, progress_bar)
+    program = _program(model, args, model_kwargs, kernel_obj, chains, warmup, total, chunk)
+    compiled = program.compiled
     key_init, key = jax.random.split(key)
     positions = shard_leading(_initial_positions(compiled, key_init, chains, init), chain_devices)
-    logdensity_fn = compiled.logdensity
 
     bar = tqdm(
-        total=warmup + draws,
+        total=total,
         desc="warmup" if warmup else "sampling",
         disable=not progress_bar,
         unit="it",
@@ -100,31 +101,8 @@ def mcmc(
     )
     divergences = 0
     interrupted = False
-    total = warmup + draws
-    warm_state = jax.jit(
-        jax.vmap(lambda x: adaptation.warmup_init(x, logdensity_fn, kernel_obj, warmup))
-    )(positions)
-    if warmup == 0:  # no adaptation: the Hoffman & Gelman (2014, alg. 4) step size, fixed
-        warm_state = jax.jit(jax.vmap(partial(_heuristic_step_size, logdensity_fn, kernel_obj)))(
-            jax.random.split(key_init, chains), warm_state
-        )
-
-    def warmup_then_sample(key, wstate):
-        """One iteration: an adaptation step while ``step < warmup``, then plain kernel steps
-        with the adapted (averaged) step size and mass matrix. One compiled kernel serves both
-        phases, so NUTS is compiled once."""
-        sampling = wstate.step >= warmup
-        step_size = jnp.where(sampling, adaptation.warmup_final(wstate)[1], wstate.step_size)
-        frozen = wstate._replace(step_size=step_size)
-        new, info = adaptation.warmup_step(key, frozen, logdensity_fn, kernel_obj, warmup)
-        kept = frozen._replace(state=new.state, step=new.step, reinit_step_size=False)
-        new = jax.tree.map(lambda a, b: jnp.where(sampling, a, b), kept, new)
-        return new, (new.state.position, new.state.logdensity, info, step_size)
-
-    chunk = _chunk(chunk_size, total, progress_bar)
-    out_shape = jax.eval_shape(
-        jax.vmap(warmup_then_sample), jax.random.split(key, chains), warm_state
-    )[1]
+    warm_state = program.init_state(positions, jax.random.split(key_init, chains))
+    out_shape = program.out_shape
     no_draws = jax.tree.map(lambda s: np.zeros((chains, 0, *s.shape[1:]), s.dtype), out_shape)
     collected = [no_draws]
     first = 0
@@ -145,7 +123,7 @@ def mcmc(
         bar.update(first)
     try:
         for start, n, out in _chunked_scan(
-            warmup_then_sample, warm_state, key, total, chains, chunk, first=first
+            program.run_chunk, warm_state, key, total, chunk, first=first
         ):
             warm_state, out = out
             out = jax.tree.map(lambda a, n=n: np.asarray(a)[:, :n], out)
@@ -236,20 +214,83 @@ def _chunk(chunk_size, total, progress_bar) -> int:
     return max(1, math.ceil(total / PROGRESS_UPDATES))
 
 
-def _chunked_scan(step_fn, carry, key, total, chains, chunk, first=0):
-    """Yield ``(start, n_valid, (carry, outputs))`` per chunk of steps ``first .. total - 1``.
+def _chunked_scan(run_chunk, carry, key, total, chunk, first=0):
+    """Yield ``(start, n_valid, (carry, outputs))`` per chunk of steps ``first .. total - 1``."""
+    for start in range(first, total, chunk):
+        carry, out = run_chunk(carry, start, key)
+        yield start, min(chunk, total - start), (carry, out)
 
-    ``step_fn(key, carry_one_chain) -> (carry, out)`` is vmapped over chains. Step ``i`` uses
-    ``split(fold_in(key, i), chains)``; steps past ``total`` in the last chunk are skipped with a
-    ``lax.cond`` (the same compiled chunk serves every chunk).
-    """
-    if total == 0:
-        return
-    vstep = jax.vmap(step_fn)
-    out_shape = jax.eval_shape(lambda c: vstep(jax.random.split(key, chains), c)[1], carry)
+
+@dataclass(frozen=True)
+class _Program:
+    """A model's compiled MCMC program: reused by every call with the same model, data,
+    kernel and sizes (so a second run, e.g. with another seed, compiles nothing)."""
+
+    compiled: CompiledModel
+    init_state: Callable  # (positions (C, d), keys (C,)) -> WarmupState batched over chains
+    run_chunk: Callable  # (carry, start, key) -> (carry, outputs (C, chunk, ...))
+    out_shape: object
+
+
+_PROGRAMS: OrderedDict = OrderedDict()
+MAX_CACHED_PROGRAMS = 8
+
+
+def _program(model, args, kwargs, kernel_obj, chains, warmup, total, chunk) -> _Program:
+    fingerprint = data_fingerprint(args, kwargs)
+    cache_key = None
+    if fingerprint is not None:
+        cache_key = (model, fingerprint, kernel_obj, chains, warmup, total, chunk)
+        if cache_key in _PROGRAMS:
+            _PROGRAMS.move_to_end(cache_key)
+            return _PROGRAMS[cache_key]
+    compiled = compile_model(model, args, kwargs)
+    if any(s.is_diffusion_prior for s in compiled.latents.values()):
+        raise ValueError(
+            "the model has a DiffusionPrior site; sample its posterior with ppl.smc(model, ...)"
+        )
+    program = _build_program(compiled, kernel_obj, chains, warmup, total, chunk)
+    if cache_key is not None:
+        _PROGRAMS[cache_key] = program
+        while len(_PROGRAMS) > MAX_CACHED_PROGRAMS:
+            _PROGRAMS.popitem(last=False)
+    return program
+
+
+def _build_program(compiled, kernel_obj, chains, warmup, total, chunk) -> _Program:
+    logdensity_fn = compiled.logdensity
 
     @jax.jit
-    def run_chunk(carry, start):
+    def init_state(positions, keys):
+        state = jax.vmap(lambda x: adaptation.warmup_init(x, logdensity_fn, kernel_obj, warmup))(
+            positions
+        )
+        if warmup == 0:  # no adaptation: the Hoffman & Gelman (2014, alg. 4) step size, fixed
+            state = jax.vmap(partial(_heuristic_step_size, logdensity_fn, kernel_obj))(keys, state)
+        return state
+
+    def warmup_then_sample(key, wstate):
+        """One iteration: an adaptation step while ``step < warmup``, then plain kernel steps
+        with the adapted (averaged) step size and mass matrix. One compiled kernel serves both
+        phases, so NUTS is compiled once."""
+        sampling = wstate.step >= warmup
+        step_size = jnp.where(sampling, adaptation.warmup_final(wstate)[1], wstate.step_size)
+        frozen = wstate._replace(step_size=step_size)
+        new, info = adaptation.warmup_step(key, frozen, logdensity_fn, kernel_obj, warmup)
+        kept = frozen._replace(state=new.state, step=new.step, reinit_step_size=False)
+        new = jax.tree.map(lambda a, b: jnp.where(sampling, a, b), kept, new)
+        return new, (new.state.position, new.state.logdensity, info, step_size)
+
+    vstep = jax.vmap(warmup_then_sample)
+    keys = jax.random.split(jax.random.PRNGKey(0), chains)
+    dummy = jax.eval_shape(init_state, jnp.zeros((chains, compiled.dim)), keys)
+    out_shape = jax.eval_shape(vstep, keys, dummy)[1]
+
+    @jax.jit
+    def run_chunk(carry, start, key):
+        """``chunk`` iterations from ``start``: iteration ``i`` uses
+        ``split(fold_in(key, i), chains)``; iterations past ``total`` are skipped."""
+
         def body(carry, i):
             index = start + i
             keys = jax.random.split(jax.random.fold_in(key, index), chains)
@@ -263,9 +304,25 @@ def _chunked_scan(step_fn, carry, key, total, chains, chunk, first=0):
         # (chunk, chains, ...) -> (chains, chunk, ...)
         return carry, jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), out)
 
-    for start in range(first, total, chunk):
-        carry, out = run_chunk(carry, start)
-        yield start, min(chunk, total - start), (carry, out)
+    return _Program(compiled, init_state, run_chunk, out_shape)
+
+
+def data_fingerprint(args, kwargs):
+    """A hashable summary of the model's data (array contents by digest), or ``None``."""
+    leaves, treedef = jax.tree.flatten((args, kwargs))
+    parts = []
+    for leaf in leaves:
+        if isinstance(leaf, (np.ndarray, jax.Array, np.generic)):
+            array = np.asarray(leaf)
+            digest = hashlib.sha1(np.ascontiguousarray(array).view(np.uint8)).hexdigest()
+            parts.append((array.shape, array.dtype.str, digest))
+        else:
+            try:
+                hash(leaf)
+            except TypeError:
+                return None
+            parts.append((type(leaf), leaf))
+    return treedef, tuple(parts)
 
 
 def _initial_positions(compiled: CompiledModel, key, chains: int, init: dict | None):
@@ -298,12 +355,11 @@ def _postprocess(compiled: CompiledModel, positions: np.ndarray, with_log_likeli
     """Constrained site values (latent and deterministic) and pointwise log-likelihoods."""
     chains, draws = positions.shape[:2]
     flat = jnp.asarray(positions.reshape(chains * draws, -1))
-    values = jax.jit(jax.vmap(compiled.constrained_draws))(flat)
+    values = compiled.batched_draws(flat)
     samples = {k: np.asarray(v).reshape(chains, draws, *np.shape(v)[1:]) for k, v in values.items()}
     pointwise = {}
     if with_log_likelihood and compiled.observed:
-        latent = {k: values[k] for k in compiled.latents}
-        lls = jax.jit(compiled.pointwise_log_likelihood)(latent)
+        lls = compiled.batched_pointwise_log_likelihood({k: values[k] for k in compiled.latents})
         pointwise = {
             k: np.asarray(v).reshape(chains, draws, *np.shape(v)[1:]) for k, v in lls.items()
         }

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import jax
@@ -133,6 +134,28 @@ class CompiledModel:
             out[name] = trace[name]["value"]
         return out
 
+    @cached_property
+    def batched_draws(self) -> Callable:
+        """Jitted ``constrained_draws`` over a leading batch axis (compiled once per model)."""
+        return jax.jit(jax.vmap(self.constrained_draws))
+
+    @cached_property
+    def batched_pointwise_log_likelihood(self) -> Callable:
+        """Jitted :meth:`pointwise_log_likelihood` (compiled once per model)."""
+        return jax.jit(self.pointwise_log_likelihood)
+
+    @cached_property
+    def _first_finite_point(self) -> Callable:
+        """Jitted search, per row of candidates, for the first with finite density and grad."""
+
+        def first_finite(cands):
+            value, grad = jax.vmap(jax.value_and_grad(self.logdensity))(cands)
+            ok = jnp.isfinite(value) & jnp.all(jnp.isfinite(grad), axis=-1)
+            index = jnp.argmax(ok)
+            return cands[index], ok[index]
+
+        return jax.jit(jax.vmap(first_finite))
+
     def pointwise_log_likelihood(self, samples: dict) -> dict:
         """Per-observation log-likelihood of each observed site (numpyro's ``log_likelihood``).
 
@@ -144,25 +167,16 @@ class CompiledModel:
         lls = _numpyro_log_likelihood(self.model, latent, *self.args, **self.kwargs)
         return {n: v for n, v in lls.items() if n in self.observed}
 
-    def initial_positions(self, key, num: int, logdensity_fn: Callable | None = None):
+    def initial_positions(self, key, num: int):
         """``num`` Stan-style initial points, each redrawn until density and gradient are finite.
 
         Draws ``INIT_ATTEMPTS`` candidates uniform on ``(-2, 2)^dim`` per point and keeps the
         first finite one. Raises ``ValueError`` naming the offending sites when none is.
         """
-        logdensity_fn = logdensity_fn or self.logdensity
         candidates = jax.random.uniform(
             key, (num, INIT_ATTEMPTS, self.dim), minval=-INIT_RADIUS, maxval=INIT_RADIUS
         )
-
-        @jax.jit
-        def first_finite(cands):
-            value, grad = jax.vmap(jax.value_and_grad(logdensity_fn))(cands)
-            ok = jnp.isfinite(value) & jnp.all(jnp.isfinite(grad), axis=-1)
-            index = jnp.argmax(ok)
-            return cands[index], ok[index]
-
-        positions, found = jax.vmap(first_finite)(candidates)
+        positions, found = self._first_finite_point(candidates)
         found = np.asarray(found)
         if not found.all():
             raise ValueError(

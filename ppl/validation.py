@@ -37,8 +37,8 @@ def check_seed(seed):
         if seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed}")
         return jax.random.PRNGKey(int(seed))
-    if isinstance(seed, jax.Array) and (
-        jax.dtypes.issubdtype(seed.dtype, jax.dtypes.prng_key) or seed.shape == (2,)
-    ):
+    if isinstance(seed, jax.Array) and jax.dtypes.issubdtype(seed.dtype, jax.dtypes.prng_key):
+        return jax.random.key_data(seed)  # raw uint32 keys throughout
+    if isinstance(seed, jax.Array) and seed.shape == (2,) and seed.dtype == jax.numpy.uint32:
         return seed
     raise TypeError(f"seed must be an int or a jax PRNG key, got {type(seed).__name__}")
