@@ -8,6 +8,7 @@ from numpyro import deterministic, factor, plate, sample
 
 __version__ = "0.1.0"
 
+from ppl.diffusion import DiffusionPrior, sample_diffusion  # noqa: E402
 from ppl.mcmc_sampler import mcmc  # noqa: E402
 from ppl.posterior import Posterior  # noqa: E402
 from ppl.predictive import predictive  # noqa: E402
@@ -15,6 +16,7 @@ from ppl.smc import smc  # noqa: E402
 from ppl.state_space import StateSpaceModel, particle_filter, pmmh  # noqa: E402
 
 __all__ = [
+    "DiffusionPrior",
     "Posterior",
     "StateSpaceModel",
     "particle_filter",
@@ -25,5 +27,6 @@ __all__ = [
     "plate",
     "predictive",
     "sample",
+    "sample_diffusion",
     "smc",
 ]
