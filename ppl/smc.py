@@ -36,6 +36,10 @@ def smc(
     runs: int = 1,
     log_likelihood: bool = True,
     devices=None,
+    method: str = "auto",
+    steps: int | None = None,
+    ess_threshold: float = 0.5,
+    diffusion_options: dict | None = None,
     **model_kwargs,
 ) -> Posterior:
     """Sample ``model(*args, **model_kwargs)`` by adaptive tempered SMC and estimate log p(data).
@@ -55,6 +59,13 @@ def smc(
         waste_free: ``P`` for waste-free SMC (``N / P`` chains of length ``P``).
         resampling: ``"systematic"``, ``"stratified"``, ``"multinomial"`` or ``"residual"``.
         runs: independent SMC runs (the ``chain`` dimension of the result).
+        method, steps, ess_threshold, diffusion_options: for a model with a
+            ``DiffusionPrior`` site (a Bayesian inverse problem), which is sampled by SMC
+            along diffusion time instead of tempering: ``method`` is ``"auto"`` (MCGdiff for
+            a linear-Gaussian observation, TDS otherwise), ``"mcgdiff"``, ``"tds"``,
+            ``"afdps"`` or ``"dps"`` (biased baseline); ``steps`` the reverse-time steps;
+            ``ess_threshold`` the resampling rule; ``diffusion_options`` further options of
+            :func:`ppl.inverse.smc_inverse_problem`.
         devices: ``None``, an int or a list of devices over which the particles of each run
             are spread (resampling then gathers across devices); ``None`` takes every local
             device when ``particles`` divides evenly. The numbers do not depend on it.
@@ -87,8 +98,19 @@ def smc(
     spread = select_devices(devices, particles, "particles")
     compiled = compile_model(model, args, model_kwargs)
     if any(s.is_diffusion_prior for s in compiled.latents.values()):
-        raise NotImplementedError(
-            "posterior sampling for models with a DiffusionPrior site is not available yet"
+        from ppl.inverse import smc_inverse_problem
+
+        return smc_inverse_problem(
+            model,
+            args,
+            model_kwargs,
+            particles=particles,
+            seed=seed,
+            method=method,
+            steps=steps,
+            ess_threshold=ess_threshold,
+            resampling=resampling,
+            **(diffusion_options or {}),
         )
     key_prior, key_run = jax.random.split(key)
     initial = _prior_particles(compiled, key_prior, runs, particles)
