@@ -121,3 +121,29 @@ class Posterior:
                 fig.savefig(path, dpi=100)
                 plt.close(fig)
         return plot
+
+    def plot_stages(self, path: str | None = None):
+        """For SMC results: ESS and temperature (or diffusion time) per stage, one line per run.
+
+        Returns the matplotlib figure; saved to ``path`` when given.
+        """
+        if not self.stages:
+            raise ValueError("plot_stages needs an SMC result (this posterior has no stages)")
+        import matplotlib
+
+        if path is not None:
+            matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        names = [n for n in ("ess", "temperature", "time", "acceptance_rate") if n in self.stages]
+        fig, axes = plt.subplots(len(names), 1, figsize=(6, 2.2 * len(names)), sharex=True)
+        for ax, name in zip(np.atleast_1d(axes), names, strict=True):
+            for run in np.atleast_2d(self.stages[name]):
+                ax.plot(run, marker=".")
+            ax.set_ylabel(name)
+        np.atleast_1d(axes)[-1].set_xlabel("stage")
+        fig.tight_layout()
+        if path is not None:
+            fig.savefig(path, dpi=100)
+            plt.close(fig)
+        return fig

@@ -99,6 +99,8 @@ def test_stage_diagnostics_export_to_arviz():
     assert idata.smc_stages["temperature"].dims == ("chain", "stage")
     assert idata.posterior["beta"].shape[:2] == (2, 200)
     assert idata.sample_stats["log_marginal_likelihood"].dims == ("chain",)
+    fig = post.plot_stages()
+    assert len(fig.axes) == 3  # ess, temperature, acceptance rate
 
 
 @pytest.mark.parametrize(
