@@ -8,6 +8,7 @@ from numpyro import deterministic, factor, plate, sample
 
 __version__ = "0.1.0"
 
+from ppl.compose import anneal, geometric, guided, product, superpose  # noqa: E402
 from ppl.diffusion import DiffusionPrior, sample_diffusion  # noqa: E402
 from ppl.mcmc_sampler import mcmc  # noqa: E402
 from ppl.posterior import Posterior  # noqa: E402
@@ -19,6 +20,11 @@ __all__ = [
     "DiffusionPrior",
     "Posterior",
     "StateSpaceModel",
+    "anneal",
+    "geometric",
+    "guided",
+    "product",
+    "superpose",
     "particle_filter",
     "pmmh",
     "deterministic",

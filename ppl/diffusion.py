@@ -237,15 +237,6 @@ class DiffusionSamples(NamedTuple):
         return dt
 
 
-def _composition_types() -> tuple:
-    """The composition classes of :mod:`ppl.compose`, if that module is importable."""
-    try:
-        from ppl.compose import Composition, Superposition
-    except ImportError:
-        return ()
-    return (Composition, Superposition)
-
-
 def sample_diffusion(
     target,
     num_samples: int,
@@ -258,7 +249,9 @@ def sample_diffusion(
     """Sample a diffusion target.
 
     Args:
-        target: a :class:`DiffusionPrior` (compositions will be added as further types).
+        target: a :class:`DiffusionPrior`, or a composition of them (``ppl.anneal``,
+            ``ppl.product``, ``ppl.geometric``, ``ppl.guided``, ``ppl.superpose``), sampled with
+            Feynman-Kac correctors / SuperDiff.
         num_samples: number of independent samples.
         steps: reverse-time steps (default: the prior's, 500).
         seed: integer seed.
@@ -272,10 +265,10 @@ def sample_diffusion(
     Raises ``TypeError`` for any other target.
     """
     if not isinstance(target, DiffusionPrior):
-        composed = _composition_types()
-        if composed and isinstance(target, composed):
-            from ppl.compose import sample_composition
+        # ppl.compose builds on this module, hence the import here.
+        from ppl.compose import Composition, Superposition, sample_composition
 
+        if isinstance(target, Composition | Superposition):
             if method not in (None, "euler_maruyama", "em"):
                 raise ValueError(
                     f"compositions are sampled with Feynman-Kac correctors on Euler-Maruyama; "
