@@ -13,6 +13,7 @@ from numpyro.infer import Predictive
 from inference.mcmc.kernels import get_kernel
 from inference.smc import tempered
 from ppl.devices import particle_sharding, select_devices
+from ppl.inverse import smc_inverse_problem
 from ppl.mcmc_sampler import _postprocess
 from ppl.model import compile_model
 from ppl.posterior import Posterior
@@ -98,8 +99,6 @@ def smc(
     spread = select_devices(devices, particles, "particles")
     compiled = compile_model(model, args, model_kwargs)
     if any(s.is_diffusion_prior for s in compiled.latents.values()):
-        from ppl.inverse import smc_inverse_problem
-
         return smc_inverse_problem(
             model,
             args,
