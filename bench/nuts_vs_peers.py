@@ -9,22 +9,32 @@ the same seed, and all chains vectorised in one program (``jax.vmap``; numpyro w
 
 Reported per model and library:
 
-- ``first (s)``: wall time of the first call (tracing + compilation + warm-up + sampling);
-- ``warm (s)``: wall time of a second call with the same shapes (compiled code reused where the
-  library caches it);
+- ``first (s)``: wall time of the first call (tracing + compilation + warm-up + sampling),
+  i.e. the time to first draw;
+- ``warm (s)``: wall time of a second, identical call (see below for what each library
+  reuses);
 - ``min ESS``: the smallest ArviZ bulk ESS over all scalar latent parameters (constrained space);
 - ``ESS/s``: min ESS / warm time, and the ratio of ppl's ESS/s to each peer's;
+- ``first ppl/numpyro``: ppl's first-call time divided by numpyro's (time to first draw);
 - the geometric mean over models of those ratios.
 
 Models: eight schools (non-centred), logistic regression on simulated 1000 x 25 data (fixed
 seed), and the posteriordb posteriors arK, kidiq (dense metric) and gp_regr.
 
-Notes: ``ppl.mcmc`` runs with ``log_likelihood=False`` (the peers compute no pointwise
-log-likelihood) and with kidiq's improper flat prior made drawable for ppl's structure trace
-(``posteriordb_check.sampleable_flat_priors``; the density is unchanged). numpyro's
-``MCMC.run`` with ``chain_method="vectorized"`` compiles again on every call, and so does
-``ppl.mcmc`` at the time of writing, so for those two "warm" still includes compilation;
-BlackJAX's run is one ``jax.jit`` function that the second call reuses.
+What "first" and "warm" measure in each library (both calls with the same model, data,
+kernel settings, sizes and seed):
+
+- ppl: ``ppl.mcmc`` caches its compiled program, so the first call traces, compiles, warms up
+  and samples, and the warm call compiles nothing (warm-up + sampling only);
+- numpyro: ``MCMC.run`` with ``chain_method="vectorized"`` traces and compiles again on every
+  call, so its warm time still includes compilation;
+- BlackJAX: the whole run (window adaptation + sampling) is one ``jax.jit`` function; the
+  first call compiles it, the warm call reuses it.
+
+ESS/s always uses the warm time. ``first ppl/numpyro`` is the ratio of the first-call times,
+i.e. of the time to first draw from a cold start. ``ppl.mcmc`` runs with
+``log_likelihood=False`` (the peers compute no pointwise log-likelihood); every model, kidiq's
+improper flat prior included, is given to it as it is.
 
 Usage::
 
@@ -48,7 +58,6 @@ from typing import Any, NamedTuple
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -128,14 +137,12 @@ def make_ppl(case: Case, chains: int, warmup: int, draws: int):
     except ImportError:
         from inference import NUTS
 
-    from posteriordb_check import sampleable_flat_priors  # work-around for ppl, see there
-
     names = latent_names(case)
 
     def run(seed: int):
         kernel = NUTS(dense_mass=case.dense_mass, target_accept=TARGET_ACCEPT)
         post = ppl.mcmc(
-            sampleable_flat_priors(case.model),
+            case.model,
             kernel=kernel,
             chains=chains,
             warmup=warmup,
@@ -310,14 +317,19 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.flush()
 
     peers = [lib for lib in libs if lib != "ppl"]
-    header = "| model | metric | library | first (s) | warm (s) | min ESS | ESS/s | div |"
+    first_vs_numpyro = "ppl" in libs and "numpyro" in libs
+    header = "| model | metric | library | first (s) | warm (s) | min ESS | ESS/s (warm) | div |"
     align = "|---|---|---|---:|---:|---:|---:|---:|"
     if "ppl" in libs:
         header += "".join(f" ppl/{p} ESS/s |" for p in peers)
         align += "---:|" * len(peers)
+    if first_vs_numpyro:
+        header += " first ppl/numpyro |"
+        align += "---:|"
     print(header)
     print(align)
     ratios: dict[str, list[float]] = {p: [] for p in peers}
+    first_ratios: list[float] = []
     for name, per_lib in results.items():
         metric = "dense" if all_cases[name].dense_mass else "diag"
         for lib in libs:
@@ -337,13 +349,35 @@ def main(argv: list[str] | None = None) -> int:
                         line += f" {ratio:.2f} |"
                     else:
                         line += " |"
+            if first_vs_numpyro:
+                if lib == "ppl" and "error" not in per_lib["numpyro"]:
+                    ratio = r["first"] / per_lib["numpyro"]["first"]
+                    first_ratios.append(ratio)
+                    line += f" {ratio:.2f} |"
+                else:
+                    line += " |"
             print(line)
+    print()
+    print(
+        "first = wall time of the first call = time to first draw (trace + compile + warm-up +"
+        " sampling).\n"
+        "warm  = wall time of a second, identical call; what it reuses:\n"
+        "  ppl:      its cached compiled program (no compilation; warm-up + sampling only);\n"
+        "  numpyro:  nothing - MCMC.run(chain_method='vectorized') recompiles on every call;\n"
+        "  blackjax: its jax.jit-compiled run function (no compilation).\n"
+        "ESS/s = min bulk ESS / warm time. first ppl/numpyro = ppl's first-call time / numpyro's."
+    )
     if "ppl" in libs and peers:
         print()
         for p in peers:
             print(
                 f"Geometric mean over models of ESS/s ratio ppl/{p}: {gmean(ratios[p]):.2f} "
                 f"({len(ratios[p])} models)"
+            )
+        if first_vs_numpyro:
+            print(
+                "Geometric mean over models of time-to-first-draw ratio ppl/numpyro: "
+                f"{gmean(first_ratios):.2f} ({len(first_ratios)} models)"
             )
     return 0
 

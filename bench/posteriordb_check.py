@@ -40,7 +40,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models import posteriordb  # noqa: E402
 
 Z_MAX = 5.0
-FLAT_WORKAROUND = True  # see sampleable_flat_priors; --no-flat-workaround turns it off
 SD_RATIO_BAND = (0.9, 1.1)
 
 
@@ -108,41 +107,6 @@ def select(only: str | None) -> list[str]:
     return chosen
 
 
-def sampleable_flat_priors(model):
-    """``model`` with its ``ImproperUniform`` sites made drawable; the density is unchanged.
-
-    Work-around: ``ppl`` traces the model once by *sampling* every latent site to learn its
-    structure, and ``dist.ImproperUniform`` (the improper flat priors of earnings, kidiq,
-    kilpisjarvi and low_dim_gauss_mix) cannot be sampled. numpyro initialises such sites in
-    unconstrained space instead. The replacement below has the same support, shapes and
-    (zero) log density; it only adds a ``sample`` method drawing uniformly on (-2, 2) in
-    unconstrained space, as Stan and numpyro initialise.
-    """
-    import jax
-    import numpyro.distributions as dist
-    from numpyro.distributions.transforms import biject_to
-    from numpyro.primitives import Messenger
-
-    class DrawableFlat(dist.ImproperUniform):
-        def sample(self, key, sample_shape=()):
-            shape = tuple(sample_shape) + self.batch_shape + self.event_shape
-            transform = biject_to(self.support)
-            u = jax.random.uniform(key, transform.inverse_shape(shape), minval=-2, maxval=2)
-            return transform(u)
-
-    class FlatPriorsDrawable(Messenger):
-        def process_message(self, msg):
-            fn = msg.get("fn")
-            if msg["type"] == "sample" and type(fn) is dist.ImproperUniform:
-                msg["fn"] = DrawableFlat(fn.support, fn.batch_shape, fn.event_shape)
-
-    def wrapped(*args, **kwargs):
-        with FlatPriorsDrawable():
-            return model(*args, **kwargs)
-
-    return wrapped
-
-
 def run_ppl(
     name: str, setting: Setting, chains: int, warmup: int, draws: int, seed: int
 ) -> tuple[dict, np.ndarray]:
@@ -156,7 +120,7 @@ def run_ppl(
     entry = posteriordb.load(name)
     kernel = NUTS(dense_mass=setting.dense_mass, target_accept=setting.target_accept)
     post = ppl.mcmc(
-        sampleable_flat_priors(entry.model) if FLAT_WORKAROUND else entry.model,
+        entry.model,
         kernel=kernel,
         chains=chains,
         warmup=warmup,
@@ -246,14 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--draws", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None, help="write the results to this JSON file")
-    ap.add_argument(
-        "--no-flat-workaround",
-        action="store_true",
-        help="give ppl the models' ImproperUniform sites as they are (see sampleable_flat_priors)",
-    )
     args = ap.parse_args(argv)
-    global FLAT_WORKAROUND
-    FLAT_WORKAROUND = not args.no_flat_workaround
 
     backend = "numpyro" if args.numpyro else "ppl"
     runner = run_numpyro if args.numpyro else run_ppl

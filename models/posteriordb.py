@@ -162,9 +162,9 @@ def arma11(y) -> None:
 
     The residual recursion is a ``jax.lax.scan``. The map y -> e is unit lower-triangular
     (Jacobian 1), so the density of the residuals is the density of ``y``. As in Stan's
-    ``err ~ normal(0, sigma)`` the residuals are a function of the parameters, not data, so
-    they enter as the factor ``log_lik`` (an ``obs=`` site would hold non-finite values at
-    parameters where the recursion explodes, |theta| > 1).
+    ``err ~ normal(0, sigma)`` the residuals, a function of the parameters, are the observed
+    values of the site ``err`` (one term per time point, so LOO has a pointwise
+    log-likelihood).
     """
     y = jnp.asarray(y)
     mu = numpyro.sample("mu", dist.Normal(0.0, 10.0))
@@ -180,7 +180,8 @@ def arma11(y) -> None:
         return e_t, e_t
 
     _, err = jax.lax.scan(step, jnp.zeros((), dtype=y.dtype), (y, y_prev))
-    numpyro.factor("log_lik", dist.Normal(0.0, sigma).log_prob(err).sum(-1))
+    with numpyro.plate("T", y.shape[-1]):
+        numpyro.sample("err", dist.Normal(0.0, sigma), obs=err)
 
 
 def low_dim_gauss_mix(y) -> None:

@@ -102,9 +102,7 @@ def mcmc(
     divergences = 0
     interrupted = False
     warm_state = program.init_state(positions, jax.random.split(key_init, chains))
-    out_shape = program.out_shape
-    no_draws = jax.tree.map(lambda s: np.zeros((chains, 0, *s.shape[1:]), s.dtype), out_shape)
-    collected = [no_draws]
+    collected = []
     first = 0
     settings = {
         "model": getattr(model, "__qualname__", repr(model)),
@@ -116,6 +114,8 @@ def mcmc(
         "dim": compiled.dim,
     }
     if checkpoint is not None and os.path.exists(checkpoint):
+        out_shape = jax.eval_shape(program.run_chunk, warm_state, 0, key)[1]
+        no_draws = jax.tree.map(lambda s: np.zeros((chains, 0, *s.shape[2:]), s.dtype), out_shape)
         (warm_state, saved), meta = ppl_checkpoint.load(checkpoint, (warm_state, no_draws))
         ppl_checkpoint.check_meta(checkpoint, meta, settings)
         first = int(meta["completed"])
@@ -127,12 +127,12 @@ def mcmc(
         ):
             warm_state, out = out
             out = jax.tree.map(lambda a, n=n: np.asarray(a)[:, :n], out)
-            first_draw = max(0, warmup - start)  # offset of the first kept draw in this chunk
-            if first_draw < n:
-                if len(collected) == 1 and collected[0][1].shape[1] == 0:
-                    bar.set_description("sampling")
-                    divergences = 0
-                collected.append(jax.tree.map(lambda a, f=first_draw: a[:, f:], out))
+            first_draw = min(max(0, warmup - start), n)  # offset of the first kept draw
+            if first_draw < n and not sum(c[1].shape[1] for c in collected):
+                bar.set_description("sampling")
+                divergences = 0
+            # A warm-up chunk adds zero draws: the structure is kept for checkpoints.
+            collected.append(jax.tree.map(lambda a, f=first_draw: a[:, f:], out))
             diverging = out[2].diverging
             divergences += int(np.sum(diverging[:, first_draw:] if first_draw < n else diverging))
             if checkpoint is not None:
@@ -229,7 +229,6 @@ class _Program:
     compiled: CompiledModel
     init_state: Callable  # (positions (C, d), keys (C,)) -> WarmupState batched over chains
     run_chunk: Callable  # (carry, start, key) -> (carry, outputs (C, chunk, ...))
-    out_shape: object
 
 
 _PROGRAMS: OrderedDict = OrderedDict()
@@ -249,7 +248,7 @@ def _program(model, args, kwargs, kernel_obj, chains, warmup, total, chunk) -> _
         raise ValueError(
             "the model has a DiffusionPrior site; sample its posterior with ppl.smc(model, ...)"
         )
-    program = _build_program(compiled, kernel_obj, chains, warmup, total, chunk)
+    program = _build_program(compiled, kernel_obj, chains, warmup, chunk)
     if cache_key is not None:
         _PROGRAMS[cache_key] = program
         while len(_PROGRAMS) > MAX_CACHED_PROGRAMS:
@@ -257,7 +256,7 @@ def _program(model, args, kwargs, kernel_obj, chains, warmup, total, chunk) -> _
     return program
 
 
-def _build_program(compiled, kernel_obj, chains, warmup, total, chunk) -> _Program:
+def _build_program(compiled, kernel_obj, chains, warmup, chunk) -> _Program:
     logdensity_fn = compiled.logdensity
 
     @jax.jit
@@ -282,29 +281,22 @@ def _build_program(compiled, kernel_obj, chains, warmup, total, chunk) -> _Progr
         return new, (new.state.position, new.state.logdensity, info, step_size)
 
     vstep = jax.vmap(warmup_then_sample)
-    keys = jax.random.split(jax.random.PRNGKey(0), chains)
-    dummy = jax.eval_shape(init_state, jnp.zeros((chains, compiled.dim)), keys)
-    out_shape = jax.eval_shape(vstep, keys, dummy)[1]
 
     @jax.jit
     def run_chunk(carry, start, key):
-        """``chunk`` iterations from ``start``: iteration ``i`` uses
-        ``split(fold_in(key, i), chains)``; iterations past ``total`` are skipped."""
+        """``chunk`` iterations from ``start``; iteration ``i`` uses
+        ``split(fold_in(key, i), chains)``. The last chunk may run past ``total``: the caller
+        drops those draws, and no earlier draw depends on them."""
 
         def body(carry, i):
-            index = start + i
-            keys = jax.random.split(jax.random.fold_in(key, index), chains)
-
-            def skip(c):
-                return c, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), out_shape)
-
-            return jax.lax.cond(index < total, lambda c: vstep(keys, c), skip, carry)
+            keys = jax.random.split(jax.random.fold_in(key, start + i), chains)
+            return vstep(keys, carry)
 
         carry, out = jax.lax.scan(body, carry, jnp.arange(chunk))
         # (chunk, chains, ...) -> (chains, chunk, ...)
         return carry, jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), out)
 
-    return _Program(compiled, init_state, run_chunk, out_shape)
+    return _Program(compiled, init_state, run_chunk)
 
 
 def data_fingerprint(args, kwargs):

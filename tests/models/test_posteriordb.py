@@ -194,8 +194,12 @@ def test_arma_residual_recursion():
         e[t] = y[t] - (mu + phi * y[t - 1] + theta * e[t - 1])
     params = {"mu": mu, "phi": phi, "theta": theta, "sigma": sigma}
     _, tr = log_density(entry.model, (), entry.kwargs, params)
-    ll = float(tr["log_lik"]["fn"].log_prob(tr["log_lik"]["value"]))
-    assert ll == pytest.approx(norm.logpdf(e, 0, sigma).sum(), rel=1e-5)
+    site = tr["err"]
+    assert site["is_observed"]
+    np.testing.assert_allclose(np.asarray(site["value"]), e, rtol=1e-4, atol=1e-6)
+    pointwise = np.asarray(site["fn"].log_prob(site["value"]))
+    assert pointwise.shape == y.shape  # one term per time point, for LOO
+    assert float(pointwise.sum()) == pytest.approx(norm.logpdf(e, 0, sigma).sum(), rel=1e-5)
 
 
 def test_ark_conditional_likelihood():
