@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -171,6 +172,7 @@ def mcmc(
         log_likelihood=pointwise,
         observed_data=dict(compiled.observed),
         site_dims=compiled.site_dims,
+        compiled=compiled,
         attrs={
             "method": f"mcmc/{kernel_obj.name}",
             "num_warmup": warmup,
@@ -178,11 +180,8 @@ def mcmc(
             "seed": seed if isinstance(seed, int) else -1,
         },
     )
-    post.compiled = compiled
     if stats["diverging"].any():
         n = int(stats["diverging"].sum())
-        import warnings
-
         warnings.warn(
             f"{n} divergent transition(s) after warm-up ({n / stats['diverging'].size:.1%} of "
             "draws): the posterior may be biased there; consider a higher target_accept or a "
