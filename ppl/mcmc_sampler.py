@@ -165,7 +165,7 @@ def mcmc(
     if kernel_obj.name in ("rwmh", "mala"):
         for name in ("energy", "n_steps", "tree_depth"):
             stats.pop(name)
-    samples, pointwise = _postprocess(compiled, positions, log_likelihood)
+    samples, pointwise = compiled.draws_from(positions, log_likelihood)
     post = Posterior(
         samples=samples,
         stats=stats,
@@ -340,18 +340,3 @@ def _initial_positions(compiled: CompiledModel, key, chains: int, init: dict | N
     if not np.all(np.isfinite(np.asarray(values.logdensity))):
         raise ValueError("the log density is not finite at the values given in init")
     return positions
-
-
-def _postprocess(compiled: CompiledModel, positions: np.ndarray, with_log_likelihood: bool):
-    """Constrained site values (latent and deterministic) and pointwise log-likelihoods."""
-    chains, draws = positions.shape[:2]
-    flat = jnp.asarray(positions.reshape(chains * draws, -1))
-    values = compiled.batched_draws(flat)
-    samples = {k: np.asarray(v).reshape(chains, draws, *np.shape(v)[1:]) for k, v in values.items()}
-    pointwise = {}
-    if with_log_likelihood and compiled.observed:
-        lls = compiled.batched_pointwise_log_likelihood({k: values[k] for k in compiled.latents})
-        pointwise = {
-            k: np.asarray(v).reshape(chains, draws, *np.shape(v)[1:]) for k, v in lls.items()
-        }
-    return samples, pointwise

@@ -134,6 +134,25 @@ class CompiledModel:
             out[name] = trace[name]["value"]
         return out
 
+    def draws_from(self, positions, with_log_likelihood: bool = True):
+        """Site values (latent and deterministic) and pointwise log-likelihoods of flat
+        unconstrained draws shaped ``(chains, draws, dim)``, each shaped ``(chains, draws, ...)``.
+        """
+        chains, draws = positions.shape[:2]
+        values = self.batched_draws(jnp.asarray(np.reshape(positions, (chains * draws, -1))))
+
+        def shaped(v):
+            return np.asarray(v).reshape(chains, draws, *np.shape(v)[1:])
+
+        samples = {k: shaped(v) for k, v in values.items()}
+        pointwise = {}
+        if with_log_likelihood and self.observed:
+            latent = {k: values[k] for k in self.latents}
+            pointwise = {
+                k: shaped(v) for k, v in self.batched_pointwise_log_likelihood(latent).items()
+            }
+        return samples, pointwise
+
     @cached_property
     def batched_draws(self) -> Callable:
         """Jitted ``constrained_draws`` over a leading batch axis (compiled once per model)."""

@@ -14,7 +14,6 @@ from inference.mcmc.kernels import get_kernel
 from inference.smc import tempered
 from ppl.devices import particle_sharding, select_devices
 from ppl.inverse import smc_inverse_problem
-from ppl.mcmc_sampler import _postprocess
 from ppl.model import compile_model
 from ppl.posterior import Posterior
 from ppl.validation import check_count, check_probability, check_seed
@@ -150,7 +149,7 @@ def smc(
             "target_ess"
         )
     positions = np.asarray(result.particles)
-    samples, pointwise = _postprocess(compiled, positions, log_likelihood)
+    samples, pointwise = compiled.draws_from(positions, log_likelihood)
     num_stages = int(np.max(result.num_stages))
     stages = {
         "temperature": result.temperature[:, :num_stages],
