@@ -15,6 +15,16 @@ with weight ``lambda(t) = sigma_t^2``):
 Parameters are a plain pytree (dict of arrays); :func:`save`/:func:`load` use ``.npz`` with
 ``allow_pickle=False``. :func:`load_toy2d` returns the model shipped in
 ``models/data/toy2d_score.npz``, trained on :func:`toy2d_gmm` (8 Gaussians on a circle).
+
+Shipped toy models (all VP, 128 x 3, ~150 KB, trained by :func:`train_toy` on :func:`toy_data`
+with fixed seeds on CPU; regenerate with ``python -m models.score_mlp --train NAME``, equal up
+to floating-point differences between platforms), loaded as :class:`ppl.DiffusionPrior` by
+:func:`load_toy_prior`; :func:`toy_gmm` gives the mixture each was trained on:
+
+* ``"circle"``: 8 Gaussians (std 0.25) on a circle of radius 2 (``toy2d_score.npz``);
+* ``"four_modes"``: 4 Gaussians (std 0.4) at ``(+-1.5, +-1.5)`` (FKC Fig. 1, annealing);
+* ``"up"`` / ``"down"``: 2 Gaussians (std 0.4) at ``(+-1.5, 1.5)`` / ``(+-1.5, -1.5)``
+  (FKC Fig. 1, product of experts).
 """
 
 from __future__ import annotations
@@ -44,6 +54,12 @@ __all__ = [
     "toy2d_data",
     "load_toy2d",
     "TOY2D_PATH",
+    "TOY_MODELS",
+    "toy_gmm",
+    "toy_path",
+    "toy_data",
+    "train_toy",
+    "load_toy_prior",
 ]
 
 TOY2D_PATH = os.path.join(os.path.dirname(__file__), "data", "toy2d_score.npz")
@@ -231,13 +247,90 @@ def load_toy2d(path: str | None = None):
     return make_score_fn(params, sde, sd), sde
 
 
+TOY_MODELS = ("circle", "four_modes", "up", "down")
+_CORNERS = ((1.5, 1.5), (-1.5, 1.5), (1.5, -1.5), (-1.5, -1.5))
+_TOY_CORNERS = {"four_modes": _CORNERS, "up": _CORNERS[:2], "down": _CORNERS[2:]}
+
+
+def _check_toy(name: str) -> None:
+    if name not in TOY_MODELS:
+        raise ValueError(f"toy model must be one of {TOY_MODELS}, got {name!r}")
+
+
+def toy_gmm(name: str) -> GaussianMixture:
+    """The mixture the shipped toy model ``name`` (one of :data:`TOY_MODELS`) was trained on."""
+    _check_toy(name)
+    if name == "circle":
+        return toy2d_gmm()
+    means = jnp.asarray(_TOY_CORNERS[name], jnp.float32)
+    k = means.shape[0]
+    return GaussianMixture(jnp.ones(k) / k, means, jnp.full((k,), 0.4**2))
+
+
+def toy_path(name: str) -> str:
+    """File of the shipped toy model ``name`` in ``models/data``."""
+    _check_toy(name)
+    fname = "toy2d_score.npz" if name == "circle" else f"toy2d_{name}_score.npz"
+    return os.path.join(os.path.dirname(__file__), "data", fname)
+
+
+def toy_data(name: str, n: int = 20_000, seed: int = 0) -> Array:
+    """Training data of the shipped toy model ``name``, deterministic given ``seed``.
+
+    ``"circle"``: :func:`toy2d_data`. The others: ``n`` draws of :func:`toy_gmm` made exactly
+    symmetric by adding their mirror images (``x -> -x``, and for ``"four_modes"`` also
+    ``y -> -y``), so the data's mode masses and shapes are equal (an annealed ``p^10`` raises
+    mass ratios to the 10th power); shape ``(2 n, 2)`` or ``(4 n, 2)``.
+    """
+    if name == "circle":
+        return toy2d_data(n, seed)
+    x = toy_gmm(name).sample(jax.random.PRNGKey(seed), n)
+    flips = [(1.0, 1.0), (-1.0, 1.0)]
+    if name == "four_modes":
+        flips += [(1.0, -1.0), (-1.0, -1.0)]
+    return jnp.concatenate([x * jnp.asarray(f, x.dtype) for f in flips])
+
+
+def train_toy(
+    name: str,
+    path: str | None = None,
+    steps: int | None = None,
+    progress_bar: bool = True,
+):
+    """Regenerate the shipped toy model ``name``: :func:`train` on :func:`toy_data` (seed 0)
+    with the VP SDE, 128 x 3, batch 512, lr 2e-3, seed 0, 10,000 steps (``"circle"``) or
+    20,000 (the others, as the FKC paper's toys); saved to ``path`` (default
+    :func:`toy_path`). Returns ``(params, losses)``."""
+    _check_toy(name)
+    if steps is None:
+        steps = 10_000 if name == "circle" else 20_000
+    sde = VPSDE()
+    params, losses = train(
+        toy_data(name), sde, steps=steps, batch_size=512, lr=2e-3, seed=0, progress_bar=progress_bar
+    )
+    path = toy_path(name) if path is None else path
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    save(path, params, sde)
+    return params, losses
+
+
+def load_toy_prior(name: str = "circle", **kwargs):
+    """The shipped toy model ``name`` (``"circle"``, ``"four_modes"``, ``"up"``, ``"down"``) as a
+    :class:`ppl.DiffusionPrior` (``kwargs`` go to its constructor: ``steps``, ``sampler``...)."""
+    from ppl.diffusion import DiffusionPrior  # imported on use: the MLP itself needs no ppl
+
+    score_fn, sde = load_toy2d(toy_path(name))
+    return DiffusionPrior(score_fn, sde, event_shape=(2,), **kwargs)
+
+
 if __name__ == "__main__":  # pragma: no cover - training script for the shipped weights
+    import argparse
     import time
 
-    sde = VPSDE()
-    data = toy2d_data(20_000, seed=0)
+    parser = argparse.ArgumentParser(description="retrain a shipped toy score model")
+    parser.add_argument("--train", choices=TOY_MODELS, default="circle")
+    parser.add_argument("--out", default=None, help="output .npz (default: models/data)")
+    args = parser.parse_args()
     t0 = time.time()
-    params, losses = train(data, sde, steps=10_000, batch_size=512, lr=2e-3, seed=0)
+    params, losses = train_toy(args.train, args.out)
     print(f"trained in {time.time() - t0:.1f}s, final loss {float(jnp.mean(losses[-1000:])):.4f}")
-    os.makedirs(os.path.dirname(TOY2D_PATH), exist_ok=True)
-    save(TOY2D_PATH, params, sde)

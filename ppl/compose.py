@@ -39,7 +39,10 @@ from jax import Array
 
 from inference.diffusion import fkc as _fkc
 from inference.diffusion import superdiff as _superdiff
-from ppl.diffusion import DiffusionPrior
+from inference.smc.resampling import RESAMPLERS
+from ppl.diffusion import DiffusionPrior, _check_grid
+from ppl.smc_driver import drive_one
+from ppl.validation import check_count, check_option, check_real, check_seed, seed_int
 
 __all__ = [
     "Composition",
@@ -74,7 +77,15 @@ def _mul(a: Coeff, b: Coeff) -> Coeff:
 
 def _check_beta(beta, name: str = "beta") -> None:
     if callable(beta):
-        vals = np.asarray([np.asarray(beta(jnp.asarray(t))) for t in (0.0, 0.5, 1.0)], float)
+        try:
+            vals = np.asarray([np.asarray(beta(jnp.asarray(t))) for t in (0.0, 0.5, 1.0)], float)
+        except Exception as err:
+            raise ValueError(
+                f"{name}(tau) must return a positive number for tau in [0, 1]; calling it raised "
+                f"{type(err).__name__}: {err}"
+            ) from err
+        if vals.shape != (3,):
+            raise ValueError(f"{name}(tau) must return a scalar; got shape {vals.shape[1:]}")
         if not np.all(np.isfinite(vals)) or np.any(vals <= 0):
             raise ValueError(f"{name}(tau) must be > 0 on [0, 1]; got {vals} at tau = 0, 0.5, 1")
         return
@@ -265,13 +276,17 @@ def superpose(*priors, mode: str = "or", weights=None, temperature: float = 1.0)
     if mode not in ("or", "and"):
         raise ValueError(f"mode must be 'or' or 'and', got {mode!r}")
     if weights is not None:
-        w = np.asarray(weights, float)
+        try:
+            w = np.asarray(weights, float)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"weights must be {len(priors)} positive numbers, got {weights!r}"
+            ) from None
         if w.shape != (len(priors),) or np.any(w <= 0) or not np.all(np.isfinite(w)):
             raise ValueError(f"weights must be {len(priors)} positive numbers, got {weights!r}")
         weights = w / w.sum()
-    if not (np.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be > 0, got {temperature!r}")
-    return Superposition(priors, mode, weights, float(temperature))
+    temperature = check_real("temperature", temperature, 0.0, low_open=True)
+    return Superposition(priors, mode, weights, temperature)
 
 
 class CompositionSamples(NamedTuple):
@@ -287,6 +302,7 @@ class CompositionSamples(NamedTuple):
             ``"score_average"``.
         steps, seed: the settings used.
         raw: the underlying :class:`FKCResult` / :class:`SuperDiffResult`.
+        partial: the run was interrupted (Ctrl-C) before the last step.
     """
 
     samples: Array
@@ -297,6 +313,7 @@ class CompositionSamples(NamedTuple):
     steps: int
     seed: int
     raw: Any
+    partial: bool = False
 
     def to_arviz(self, var_name: str = "x"):
         """ArviZ data with a ``posterior`` group, dims ``(chain=1, draw, x_dim)``
@@ -334,10 +351,12 @@ def sample_composition(
     seed: int = 0,
     resampling: str = "systematic",
     ess_threshold: float = 0.5,
-    noise: str = "target_score",
+    noise: str | float = "target_score",
     weighted: bool = True,
     window: tuple[float, float] | None = None,
     grid: str = "uniform",
+    progress_bar: bool = True,
+    chunk_size: int | None = None,
 ) -> CompositionSamples:
     """Sample a composition with FKC, or a superposition with SuperDiff.
 
@@ -348,11 +367,19 @@ def sample_composition(
         seed: integer seed.
         resampling: engine resampler name (``"systematic"``, ``"multinomial"``, ...).
         ess_threshold: resample when ``ESS < ess_threshold * N``; ``1.0`` every step.
-        noise: ``"target_score"`` (default, stable) or ``"tempered"`` (``zeta^2 = 1/beta``;
-            warns for ``beta > 2``).
+        noise: ``"target_score"`` (default, ``zeta = 1``, stable), ``"tempered"``
+            (``zeta^2 = 1/beta``; warns for ``beta > 2``), or a number ``zeta > 0``: the
+            proposal noise is ``zeta g``. ``zeta = sqrt(3)`` is the better choice for strong
+            annealing (``beta`` about 5 and above): with ``zeta = 1`` the particles are too
+            narrow and the weights nearly degenerate there (see
+            :func:`inference.diffusion.fkc.noise_factor`).
         weighted: ``False`` runs the heuristic baseline (no weights, no resampling).
         window: FKC active resampling window ``(tau_min, tau_max)`` in ``[0, 1]``.
         grid: ``"uniform"`` or ``"edm"``.
+        progress_bar: tqdm bar over the FKC steps (the run is jitted in chunks between
+            updates; the numbers do not depend on ``chunk_size``). Ctrl-C returns the
+            particles reached so far with ``partial=True`` and a warning.
+        chunk_size: steps per jitted chunk (default: a twentieth of the run with a bar).
 
     Exact noised log-densities are used for the initial weight when every component provides
     ``log_density(x, t)`` (e.g. :func:`models.gmm_targets.exact_prior`).
@@ -364,12 +391,26 @@ def sample_composition(
             f"target must be a DiffusionPrior, Composition or Superposition; got "
             f"{type(target).__name__}"
         )
-    if not isinstance(num_samples, int | np.integer) or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
-    if not isinstance(steps, int | np.integer) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
-    n, k = int(num_samples), int(steps)
-    key = jax.random.PRNGKey(seed)
+    n, k = check_count("num_samples", num_samples), check_count("steps", steps)
+    key = check_seed(seed)
+    if not callable(resampling):
+        check_option("resampling", resampling, RESAMPLERS)
+    ess_threshold = check_real("ess_threshold", ess_threshold, 0.0, 1.0)
+    if isinstance(noise, str):
+        check_option("noise", noise, ("target_score", "tempered"))
+    else:
+        check_real("noise (the noise factor zeta)", noise, 0.0, None, low_open=True)
+    if not isinstance(weighted, bool | np.bool_):
+        raise TypeError(f"weighted must be True or False, got {weighted!r}")
+    if window is not None:
+        if not isinstance(window, tuple | list) or len(window) != 2:
+            raise ValueError(f"window must be a pair (tau_min, tau_max), got {window!r}")
+        lo = check_real("window[0] (tau_min)", window[0], 0.0, 1.0)
+        hi = check_real("window[1] (tau_max)", window[1], 0.0, 1.0)
+        if lo > hi:
+            raise ValueError(f"window must satisfy tau_min <= tau_max, got {window!r}")
+        window = (lo, hi)
+    grid = _check_grid(grid)
     comps = target.components
     score_fns = [p.score_fn for p in comps]
     log_q = _log_q_fns(comps)
@@ -379,25 +420,29 @@ def sample_composition(
         mode = target.mode if weighted else "average"
         method = {"or": "superdiff_or", "and": "superdiff_and", "average": "score_average"}[mode]
 
-        @jax.jit
-        def run_sd(key):
-            return _superdiff.superdiff_sample(
-                key,
-                score_fns,
-                sde,
-                dim,
-                n,
-                k,
-                mode,
-                target.weights,
-                target.temperature,
-                grid,
-                log_q,
+        program = _superdiff.superdiff_program(
+            score_fns, sde, dim, k, mode, target.weights, target.temperature, grid, log_q
+        )
+        driven = drive_one(
+            program,
+            key,
+            n,
+            desc=method,
+            progress=progress_bar,
+            chunk_size=chunk_size,
+            cache_key=("superdiff", target, mode, grid, k),
+        )
+        res = _superdiff.superdiff_result(jax.tree.map(jnp.asarray, driven.result))
+        if driven.interrupted:
+            warnings.warn(
+                f"{method} interrupted after {driven.steps_done} of {k} steps: the particles "
+                "are still noisy (partial=True)",
+                stacklevel=2,
             )
-
-        res = run_sd(key)
         _check_finite(res.samples, method)
-        return CompositionSamples(res.samples, None, None, res.kappa, method, k, int(seed), res)
+        return CompositionSamples(
+            res.samples, None, None, res.kappa, method, k, seed_int(seed), res, driven.interrupted
+        )
 
     _fkc.noise_factor(noise, target.beta if noise == "tempered" else None)  # warns here
     c0 = _fkc.coefficient_values(target.coeffs, 0.0)
@@ -406,38 +451,49 @@ def sample_composition(
             f"the coefficients must sum to a positive number at tau=0 (got {float(jnp.sum(c0))})"
         )
 
-    @jax.jit
-    def run_fkc(key):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return _fkc.fkc_sample(
-                key,
-                score_fns,
-                target.coeffs,
-                sde,
-                dim,
-                n,
-                k,
-                noise=noise,
-                beta=target.beta,
-                resampling=resampling,
-                ess_threshold=ess_threshold,
-                window=window,
-                weighted=weighted,
-                grid=grid,
-                log_q_T=log_q,
-                resample_at_end=True,
-            )
-
-    res = run_fkc(key)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tempered-noise warning was given above
+        program = _fkc.fkc_program(
+            score_fns,
+            target.coeffs,
+            sde,
+            dim,
+            k,
+            noise=noise,
+            beta=target.beta,
+            resampling=resampling,
+            ess_threshold=ess_threshold,
+            window=window,
+            weighted=weighted,
+            grid=grid,
+            log_q_T=log_q,
+            resample_at_end=True,
+        )
+        driven = drive_one(
+            program,
+            key,
+            n,
+            desc="fkc" if weighted else "heuristic",
+            progress=progress_bar,
+            chunk_size=chunk_size,
+            cache_key=("fkc", target, k, noise, resampling, ess_threshold, window, weighted, grid),
+        )
+    res = _fkc.fkc_result(jax.tree.map(jnp.asarray, driven.result), weighted)
+    if driven.interrupted:
+        warnings.warn(
+            f"FKC interrupted after {driven.steps_done} of {k} steps: the particles are still "
+            "noisy (partial=True)",
+            stacklevel=2,
+        )
     _check_finite(res.samples, "fkc")
     log_z = float(res.log_normalizer) if weighted else None
     if weighted and bool(res.smc.failed):
         raise FloatingPointError(
             f"FKC failed: all particle weights vanished at step {int(res.smc.failed_step)}"
         )
+    method = "fkc" if weighted else "heuristic"
     return CompositionSamples(
-        res.samples, log_z, res.ess, None, "fkc" if weighted else "heuristic", k, int(seed), res
+        res.samples, log_z, res.ess, None, method, k, seed_int(seed), res, driven.interrupted
     )
 
 

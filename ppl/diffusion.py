@@ -30,6 +30,13 @@ from numpyro.distributions import Distribution, constraints
 from inference.diffusion.likelihood import ode_log_prob
 from inference.diffusion.samplers import SAMPLERS, get_sampler, time_grid
 from inference.diffusion.sde import SDE
+from ppl.validation import (
+    check_callable,
+    check_count,
+    check_diffusion_time,
+    check_seed,
+    seed_int,
+)
 
 __all__ = ["DiffusionPrior", "DiffusionSamples", "sample_diffusion"]
 
@@ -44,14 +51,14 @@ _METHODS = {
 }
 
 
-def _check_method(method: str) -> str:
-    if method not in _METHODS:
-        raise ValueError(f"method must be one of {sorted(_METHODS)}, got {method!r}")
+def _check_method(method: str, name: str = "method") -> str:
+    if not isinstance(method, str) or method not in _METHODS:
+        raise ValueError(f"{name} must be one of {sorted(_METHODS)}, got {method!r}")
     return _METHODS[method]
 
 
 def _check_grid(grid: str) -> str:
-    if grid not in ("uniform", "edm"):
+    if not isinstance(grid, str) or grid not in ("uniform", "edm"):
         raise ValueError(f"grid must be 'uniform' or 'edm', got {grid!r}")
     return grid
 
@@ -91,8 +98,7 @@ class DiffusionPrior(Distribution):
         *,
         validate_args: bool | None = None,
     ):
-        if not callable(score_fn):
-            raise TypeError(f"score_fn must be callable, got {type(score_fn).__name__}")
+        check_callable("score_fn", score_fn, "score_fn(x, t) -> score")
         if not isinstance(sde, SDE):
             raise TypeError(
                 f"sde must be an inference.diffusion.sde.SDE (VPSDE, SubVPSDE, VESDE, EDMSDE); "
@@ -100,19 +106,22 @@ class DiffusionPrior(Distribution):
             )
         if event_shape is None:
             raise ValueError("event_shape=(d,) is required: the dimension of the diffusion prior")
-        if isinstance(event_shape, int):
+        if isinstance(event_shape, int | np.integer):
             event_shape = (event_shape,)
+        if not isinstance(event_shape, tuple | list) or not all(
+            isinstance(s, int | np.integer) and not isinstance(s, bool) for s in event_shape
+        ):
+            raise TypeError(f"event_shape must be (d,) with an integer d >= 1; got {event_shape!r}")
         event_shape = tuple(int(s) for s in event_shape)
         if len(event_shape) != 1 or event_shape[0] < 1:
             raise ValueError(
                 f"event_shape must be (d,) with d >= 1 (real vectors); got {event_shape}"
             )
-        if not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be a positive int, got {steps!r}")
+        steps = check_count("steps", steps)
         self.score_fn = score_fn
         self.sde = sde
         self.steps = steps
-        self.sampler = _check_method(sampler)
+        self.sampler = _check_method(sampler, "sampler")
         self.grid = _check_grid(grid)
         d = event_shape[0]
         expected = (2, d)
@@ -128,6 +137,27 @@ class DiffusionPrior(Distribution):
                 f"score_fn must return an array of the input's shape {expected} (batch of 2 "
                 f"particles, event_shape {event_shape}); got shape {out_shape}"
             )
+        if not bool(jnp.all(jnp.isfinite(out))):
+            raise ValueError(
+                f"score_fn returned non-finite values on a dummy input of shape {expected} at "
+                f"t={sde.t_max}"
+            )
+        # The samplers call it under jax.jit with a traced scalar t: trace it so (no FLOPs).
+        fdtype = jnp.result_type(float)
+        try:
+            traced = jax.eval_shape(
+                score_fn, jax.ShapeDtypeStruct(expected, fdtype), jax.ShapeDtypeStruct((), fdtype)
+            )
+        except Exception as err:  # noqa: BLE001 - re-raised with context
+            raise ValueError(
+                "score_fn must be traceable by jax.jit with a traced scalar time t (no Python "
+                f"control flow on t or x); tracing it failed: {type(err).__name__}: {err}"
+            ) from err
+        if tuple(getattr(traced, "shape", ())) != expected:
+            raise ValueError(
+                f"score_fn must return an array of the input's shape {expected} for a traced t; "
+                f"got {traced}"
+            )
         super().__init__(batch_shape=(), event_shape=event_shape, validate_args=validate_args)
         self._sample_cache: dict = {}
 
@@ -138,6 +168,9 @@ class DiffusionPrior(Distribution):
     def score(self, x: Array, t) -> Array:
         """The wrapped score at noise time ``t`` for ``x`` of shape ``(..., d)``."""
         x = jnp.asarray(x)
+        if x.shape[-1:] != self.event_shape:
+            raise ValueError(f"x must have trailing shape {self.event_shape}; got {x.shape}")
+        check_diffusion_time(self.sde, t, "t")  # concrete t in [t_min, t_max]; tracers pass
         flat = x.reshape(-1, self.dim)
         return self.score_fn(flat, t).reshape(x.shape)
 
@@ -269,6 +302,8 @@ def sample_diffusion(
         from ppl.compose import Composition, Superposition, sample_composition
 
         if isinstance(target, Composition | Superposition):
+            if grid is not None:
+                _check_grid(grid)
             if method not in (None, "euler_maruyama", "em"):
                 raise ValueError(
                     f"compositions are sampled with Feynman-Kac correctors on Euler-Maruyama; "
@@ -290,18 +325,16 @@ def sample_diffusion(
         raise TypeError(
             f"unexpected arguments for a DiffusionPrior target: {sorted(composition_kwargs)}"
         )
-    if not isinstance(num_samples, int | np.integer) or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
-    steps = target.steps if steps is None else steps
-    if not isinstance(steps, int | np.integer) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    check_count("num_samples", num_samples)
+    steps = check_count("steps", target.steps if steps is None else steps)
+    key = check_seed(seed)
     m = target.sampler if method is None else _check_method(method)
     g = target.grid if grid is None else _check_grid(grid)
     get_sampler(m)
-    x = target._sampler_fn(int(num_samples), int(steps), m, g)(jax.random.PRNGKey(seed))
+    x = target._sampler_fn(int(num_samples), int(steps), m, g)(key)
     if not bool(jnp.all(jnp.isfinite(x))):
         raise FloatingPointError(
             f"sample_diffusion produced non-finite samples (method={m!r}, steps={steps}); "
             "the score model may be unstable at small t, try more steps or method='ode'"
         )
-    return DiffusionSamples(x, m, int(steps), g, int(seed))
+    return DiffusionSamples(x, m, int(steps), g, seed_int(seed))

@@ -8,7 +8,6 @@ of step ``i`` is ``fold_in(key, i)``, so the numbers do not depend on the chunk 
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import warnings
@@ -26,7 +25,7 @@ from inference.mcmc import adaptation, base
 from inference.mcmc.kernels import get_kernel
 from ppl import checkpoint as ppl_checkpoint
 from ppl.devices import select_devices, shard_leading
-from ppl.model import CompiledModel, compile_model
+from ppl.model import CompiledModel, compile_model, data_fingerprint
 from ppl.posterior import Posterior
 from ppl.validation import check_count, check_seed
 
@@ -296,24 +295,6 @@ def _build_program(compiled, kernel_obj, chains, warmup, chunk) -> _Program:
         return carry, jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), out)
 
     return _Program(compiled, init_state, run_chunk)
-
-
-def data_fingerprint(args, kwargs):
-    """A hashable summary of the model's data (array contents by digest), or ``None``."""
-    leaves, treedef = jax.tree.flatten((args, kwargs))
-    parts = []
-    for leaf in leaves:
-        if isinstance(leaf, (np.ndarray, jax.Array, np.generic)):
-            array = np.asarray(leaf)
-            digest = hashlib.sha1(np.ascontiguousarray(array).view(np.uint8)).hexdigest()
-            parts.append((array.shape, array.dtype.str, digest))
-        else:
-            try:
-                hash(leaf)
-            except TypeError:
-                return None
-            parts.append((type(leaf), leaf))
-    return treedef, tuple(parts)
 
 
 def _initial_positions(compiled: CompiledModel, key, chains: int, init: dict | None):

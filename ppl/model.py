@@ -23,6 +23,7 @@ Every check that can fail on user input runs here, on the host, before any compi
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -426,3 +427,21 @@ def _plate_dims(site) -> tuple[str, ...]:
     """Names for the site's batch axes from the plates it sits in (rightmost plate last)."""
     frames = sorted(site.get("cond_indep_stack", []), key=lambda f: f.dim)
     return tuple(f.name for f in frames)
+
+
+def data_fingerprint(args, kwargs):
+    """A hashable summary of the model's data (array contents by digest), or ``None``."""
+    leaves, treedef = jax.tree.flatten((args, kwargs))
+    parts = []
+    for leaf in leaves:
+        if isinstance(leaf, (np.ndarray, jax.Array, np.generic)):
+            array = np.asarray(leaf)
+            digest = hashlib.sha1(np.ascontiguousarray(array).view(np.uint8)).hexdigest()
+            parts.append((array.shape, array.dtype.str, digest))
+        else:
+            try:
+                hash(leaf)
+            except TypeError:
+                return None
+            parts.append((type(leaf), leaf))
+    return treedef, tuple(parts)

@@ -14,8 +14,9 @@ from inference.mcmc.kernels import get_kernel
 from inference.smc import tempered
 from ppl.devices import particle_sharding, select_devices
 from ppl.inverse import smc_inverse_problem
-from ppl.model import compile_model
+from ppl.model import compile_model, data_fingerprint
 from ppl.posterior import Posterior
+from ppl.smc_driver import drive
 from ppl.validation import check_count, check_probability, check_seed
 
 SMC_KERNELS = ("rwmh", "mala", "hmc")
@@ -40,6 +41,9 @@ def smc(
     steps: int | None = None,
     ess_threshold: float = 0.5,
     diffusion_options: dict | None = None,
+    progress_bar: bool = True,
+    chunk_size: int | None = None,
+    checkpoint: str | None = None,
     **model_kwargs,
 ) -> Posterior:
     """Sample ``model(*args, **model_kwargs)`` by adaptive tempered SMC and estimate log p(data).
@@ -69,6 +73,15 @@ def smc(
         devices: ``None``, an int or a list of devices over which the particles of each run
             are spread (resampling then gathers across devices); ``None`` takes every local
             device when ``particles`` divides evenly. The numbers do not depend on it.
+        progress_bar: show a tqdm bar (stages, current temperature and ESS; diffusion steps
+            for an inverse problem).
+        chunk_size: stages (diffusion steps) per jitted chunk between bar updates; tempered
+            SMC defaults to one stage per chunk and stops at the first chunk that reaches
+            ``beta = 1``. The numbers do not depend on it.
+        checkpoint: path of an ``.npz`` file (written atomically after every chunk, no
+            pickle); a run started with an existing file resumes from it and gives the numbers
+            of an uninterrupted run. Ctrl-C returns the completed stages with ``post.partial``
+            set (the particles then target an intermediate temperature, with a warning).
 
     Returns:
         A :class:`~ppl.posterior.Posterior` with ``samples`` shaped ``(runs, particles, ...)``,
@@ -108,41 +121,81 @@ def smc(
             steps=steps,
             ess_threshold=ess_threshold,
             resampling=resampling,
+            progress_bar=progress_bar,
+            chunk_size=chunk_size,
             **(diffusion_options or {}),
         )
     key_prior, key_run = jax.random.split(key)
     initial = _prior_particles(compiled, key_prior, runs, particles)
     initial = jax.device_put(initial, particle_sharding(spread))
 
-    @jax.jit
-    def run_all(keys, initial):
-        # Runs one after the other (lax.map, not vmap): under vmap the data-dependent
-        # conditionals of the engine (resample or not, beta reached 1) would become selects
-        # that execute both branches at every stage.
-        return jax.lax.map(
-            lambda args: tempered.run(
-                args[0],
-                compiled.log_prior,
-                compiled.log_likelihood,
-                args[1],
-                kernel_obj,
-                num_mcmc_steps=num_mcmc_steps,
-                target_ess=target_ess,
-                max_stages=max_stages,
-                dense_mass=dense_mass,
-                waste_free=waste_free,
-                resampling=resampling,
-            ),
-            (keys, initial),
+    def make_program(initial):
+        return tempered.program(
+            compiled.log_prior,
+            compiled.log_likelihood,
+            initial,
+            kernel_obj,
+            num_mcmc_steps=num_mcmc_steps,
+            target_ess=target_ess,
+            max_stages=max_stages,
+            dense_mass=dense_mass,
+            waste_free=waste_free,
+            resampling=resampling,
         )
 
-    result = jax.device_get(run_all(jax.random.split(key_run, runs), initial))
+    def settled(records):
+        # A run has settled once a step after beta = 1 is recorded (temperature NaN): that
+        # step made the last resample-and-move at beta = 1; every later step is a no-op.
+        return bool(np.all(np.any(np.isnan(records.aux["temperature"]), axis=1)))
+
+    def stage_postfix(records):
+        temperature = records.aux["temperature"][:, -1]
+        beta = float(np.nanmin(temperature)) if np.any(np.isfinite(temperature)) else 1.0
+        return {"beta": f"{beta:.3g}", "ess": f"{float(np.nanmin(records.ess[:, -1])):.0f}"}
+
+    settings = {
+        "method": "smc/tempered",
+        "model": getattr(model, "__qualname__", repr(model)),
+        "kernel": repr(kernel_obj),
+        "seed": seed if isinstance(seed, int) else -1,
+        "dim": compiled.dim,
+        "num_mcmc_steps": num_mcmc_steps,
+        "target_ess": target_ess,
+        "waste_free": waste_free or 0,
+        "resampling": resampling,
+    }
+    driven = drive(
+        make_program,
+        jax.random.split(key_run, runs),
+        initial,
+        particles,
+        desc="tempered SMC",
+        unit="stage",
+        progress=progress_bar,
+        chunk_size=chunk_size or 1,
+        checkpoint=checkpoint,
+        settings=settings,
+        stop_when=settled,
+        postfix=stage_postfix,
+        known_length=False,
+        cache_key=_cache_key(model, args, model_kwargs, settings, max_stages),
+    )
+    result = tempered.summarize(driven.result)
+    result = jax.tree.map(np.asarray, result)
     if np.any(result.failed):
         raise FloatingPointError(
             "tempered SMC: every particle weight became zero; the likelihood is -inf or NaN "
             "at all particles (check the model and data)"
         )
-    if not np.all(result.reached_one):
+    if driven.interrupted:
+        beta = float(np.nanmin(result.temperature[:, -1]))
+        warnings.warn(
+            f"tempered SMC interrupted after {driven.steps_done} stage(s): the particles target "
+            f"the tempered posterior at beta={beta:.3g}, not the posterior (post.partial=True); "
+            "run again with checkpoint= to resume",
+            stacklevel=2,
+        )
+    elif not np.all(result.reached_one):
         raise RuntimeError(
             f"tempered SMC did not reach temperature 1 within max_stages={max_stages} stages "
             f"(reached {np.min(result.temperature[:, -1]):.3g}); increase max_stages or "
@@ -182,8 +235,20 @@ def smc(
             "method": f"smc/tempered/{kernel_obj.name}",
             "particles": particles,
             "waste_free": waste_free or 0,
+            "partial": driven.interrupted,
+            "seed": seed if isinstance(seed, int) else -1,
         },
     )
+
+
+def _cache_key(model, args, kwargs, settings: dict, max_stages: int):
+    """Identity of a tempered-SMC program: the model, its data and the settings (``None``,
+    i.e. no reuse of compiled code, when the data cannot be fingerprinted)."""
+    fingerprint = data_fingerprint(args, kwargs)
+    if fingerprint is None:
+        return None
+    reused = {k: v for k, v in settings.items() if k != "seed"}  # the keys are inputs
+    return (model, fingerprint, max_stages, *sorted(reused.items()))
 
 
 def _prior_particles(compiled, key, runs: int, particles: int):

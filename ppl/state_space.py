@@ -32,7 +32,9 @@ from inference.smc import engine as _engine
 from inference.smc import filters as _filters
 from inference.smc import smoothing as _smoothing
 from inference.smc.resampling import RESAMPLERS
+from ppl.model import data_fingerprint
 from ppl.posterior import Posterior
+from ppl.validation import check_callable, check_count, check_real, seed_key
 
 __all__ = ["StateSpaceModel", "FilterResult", "particle_filter", "pmmh"]
 
@@ -117,12 +119,11 @@ class FilterResult(NamedTuple):
         Backward sampling (Chopin & Papaspiliopoulos 2020, Algorithm 12.2) from the stored
         particle history using the model's transition density.
         """
-        if int(num_trajectories) <= 0:
-            raise ValueError(f"num_trajectories must be a positive int, got {num_trajectories}")
+        check_count("num_trajectories", num_trajectories)
         traj = _smooth_jit(
             self.ssm,
             int(num_trajectories),
-            jax.random.key(int(seed)),
+            seed_key(seed),
             jnp.asarray(self.particles),
             jnp.asarray(self.log_weights),
         )
@@ -146,15 +147,16 @@ def _validate(ssm, ys, particles, method, resampling, ess_threshold, proposal, p
         raise TypeError(f"particle_filter: `particles` must be an int, got {particles!r}")
     if particles <= 0:
         raise ValueError(f"particle_filter: `particles` must be positive, got {particles}")
-    if method not in METHODS:
+    if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"particle_filter: unknown method {method!r}; expected one of {METHODS}")
-    if not callable(resampling) and resampling not in RESAMPLERS:
+    if not callable(resampling) and (
+        not isinstance(resampling, str) or resampling not in RESAMPLERS
+    ):
         raise ValueError(
             f"particle_filter: unknown resampling {resampling!r}; expected one of "
             f"{sorted(RESAMPLERS)}"
         )
-    if not 0.0 <= float(ess_threshold) <= 1.0:
-        raise ValueError(f"particle_filter: `ess_threshold` must be in [0, 1], got {ess_threshold}")
+    check_real("particle_filter: `ess_threshold` (in [0, 1])", ess_threshold, 0.0, 1.0)
     if method == "guided" and proposal is None:
         raise ValueError(
             "particle_filter: method='guided' needs `proposal(x_prev, y_t, t) -> distribution`"
@@ -164,6 +166,8 @@ def _validate(ssm, ys, particles, method, resampling, ess_threshold, proposal, p
     if proposal0 is not None and not callable(proposal0):
         raise TypeError("particle_filter: `proposal0` must be callable")
     try:
+        if np.iscomplexobj(ys):
+            raise TypeError("complex values")
         ys_np = np.asarray(ys, dtype=float)
     except (TypeError, ValueError) as e:
         raise ValueError(f"particle_filter: `ys` must be a numeric array: {e}") from None
@@ -175,19 +179,60 @@ def _validate(ssm, ys, particles, method, resampling, ess_threshold, proposal, p
     if not np.all(np.isfinite(ys_np)):
         bad = np.argwhere(~np.isfinite(ys_np.reshape(ys_np.shape[0], -1)))[0, 0]
         raise ValueError(f"particle_filter: `ys` must be finite; ys[{bad}] is NaN or inf")
-    # Shapes, by abstract evaluation only (no compilation, no FLOPs).
-    try:
-        x0 = jax.eval_shape(lambda k: ssm.init().sample(k), jax.random.key(0))
-        obs = jax.eval_shape(
-            lambda x: jnp.zeros(
-                (d := ssm.observation(x, jnp.int32(0))).batch_shape + d.event_shape
-            ),
-            x0,
+    # Shapes, by abstract evaluation only (no compilation, no FLOPs): each user function is
+    # traced once; one that raises, or returns something that is not a distribution of the
+    # right shape, is reported by name.
+    key = jax.random.key(0)
+    y0 = jax.ShapeDtypeStruct(ys_np.shape[1:], jnp.result_type(float))
+
+    def trace(what, fn, *args):
+        try:
+            return jax.eval_shape(fn, *args)
+        except Exception as e:  # a user model that cannot even be traced
+            raise ValueError(
+                f"particle_filter: could not evaluate the model's distributions: {what} "
+                f"raised {type(e).__name__}: {e}"
+            ) from e
+
+    x0 = trace("init().sample(key)", lambda k: ssm.init().sample(k), key)
+    obs = trace(
+        "observation(x, t)",
+        lambda x: jnp.zeros((d := ssm.observation(x, jnp.int32(0))).batch_shape + d.event_shape),
+        x0,
+    )
+    x1 = trace(
+        "transition(x, t).sample(key)",
+        lambda x, k: ssm.transition(x, jnp.int32(1)).sample(k),
+        x0,
+        key,
+    )
+    shaped = [("transition(x_prev, t)", x1)]
+    if proposal is not None:
+        shaped.append(
+            (
+                "proposal(x_prev, y_t, t)",
+                trace(
+                    "proposal(x_prev, y_t, t).sample(key)",
+                    lambda x, y, k: proposal(x, y, jnp.int32(1)).sample(k),
+                    x0,
+                    y0,
+                    key,
+                ),
+            )
         )
-    except Exception as e:  # a user model that cannot even be traced
-        raise ValueError(
-            f"particle_filter: could not evaluate the model's distributions: {e}"
-        ) from e
+    if proposal0 is not None:
+        shaped.append(
+            (
+                "proposal0(y_0)",
+                trace("proposal0(y_0).sample(key)", lambda y, k: proposal0(y).sample(k), y0, key),
+            )
+        )
+    for what, out in shaped:
+        if tuple(out.shape) != tuple(x0.shape):
+            raise ValueError(
+                f"particle_filter: {what} draws states of shape {tuple(out.shape)}, but init() "
+                f"draws shape {tuple(x0.shape)}; every state must have the same shape"
+            )
     if tuple(obs.shape) != tuple(ys_np.shape[1:]):
         raise ValueError(
             f"particle_filter: `ys` has shape {ys_np.shape}, so each y_t has shape "
@@ -303,11 +348,12 @@ def particle_filter(
         FloatingPointError: every particle weight was zero at some step.
     """
     ys_np = _validate(ssm, ys, particles, method, resampling, ess_threshold, proposal, proposal0)
+    key = seed_key(seed)
     ys_j = jnp.asarray(ys_np, dtype=jnp.result_type(float))
     out = _filter_jit(
         ssm,
         ys_j,
-        jax.random.key(int(seed)),
+        key,
         int(particles),
         method,
         resampling,
@@ -326,6 +372,10 @@ def particle_filter(
         log_weights=np.asarray(out.log_weights),
         ssm=ssm,
     )
+
+
+_PMMH_PROGRAMS: dict = {}
+MAX_CACHED_PROGRAMS = 8
 
 
 def pmmh(
@@ -377,17 +427,19 @@ def pmmh(
         *shape)``, ``stats["acceptance_rate"]`` per chain and
         ``stats["log_likelihood_estimate"]`` (the filter estimate attached to each draw).
     """
+    check_callable("pmmh: `ssm_builder`", ssm_builder, "ssm_builder(params) -> StateSpaceModel")
     if not isinstance(prior, dict) or not prior:
         raise TypeError("pmmh: `prior` must be a non-empty dict of numpyro distributions")
     for name, d in prior.items():
         if not hasattr(d, "support") or not hasattr(d, "log_prob"):
             raise TypeError(f"pmmh: prior[{name!r}] must be a numpyro distribution")
     for arg, v in (("num_samples", num_samples), ("chains", chains), ("particles", particles)):
-        if not isinstance(v, (int, np.integer)) or v <= 0:
-            raise ValueError(f"pmmh: `{arg}` must be a positive int, got {v!r}")
-    if not isinstance(num_warmup, (int, np.integer)) or num_warmup < 0:
-        raise ValueError(f"pmmh: `num_warmup` must be a non-negative int, got {num_warmup!r}")
-    if method not in METHODS or method == "guided":
+        check_count(f"pmmh: `{arg}`", v)
+    check_count("pmmh: `num_warmup`", num_warmup, minimum=0)
+    key = seed_key(seed)
+    if init_params is not None and not isinstance(init_params, dict):
+        raise TypeError(f"pmmh: `init_params` must be a dict or None, got {init_params!r}")
+    if not isinstance(method, str) or method not in METHODS or method == "guided":
         raise ValueError(f"pmmh: method must be 'bootstrap' or 'auxiliary', got {method!r}")
     names = sorted(prior)
     transforms = {k: biject_to(prior[k].support) for k in names}
@@ -396,20 +448,39 @@ def pmmh(
     sizes = [math.prod(unc_shapes[k]) for k in names]
     dim = sum(sizes)
     if proposal_cov is None:
-        if not float(step_size) > 0:
-            raise ValueError(f"pmmh: `step_size` must be positive, got {step_size}")
-        chol = float(step_size) * jnp.eye(dim)
+        step = check_real("pmmh: `step_size`", step_size, 0.0, low_open=True)
+        chol = step * jnp.eye(dim)
     else:
-        cov = np.asarray(proposal_cov, dtype=float)
+        try:
+            cov = np.asarray(proposal_cov, dtype=float)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"pmmh: `proposal_cov` must be a numeric matrix: {e}") from None
         if cov.shape != (dim, dim):
             raise ValueError(
                 f"pmmh: `proposal_cov` must have shape ({dim}, {dim}) (flattened unconstrained "
                 f"parameters in the order {names}), got {cov.shape}"
             )
-        chol = jnp.asarray(np.linalg.cholesky(cov))
+        if not np.all(np.isfinite(cov)) or not np.allclose(cov, cov.T):
+            raise ValueError("pmmh: `proposal_cov` must be a finite symmetric matrix")
+        try:
+            chol = jnp.asarray(np.linalg.cholesky(cov))
+        except np.linalg.LinAlgError:
+            raise ValueError("pmmh: `proposal_cov` must be positive definite") from None
     # The model is validated once at a prior draw.
     theta0 = {k: prior[k].sample(jax.random.key(0)) for k in names}
-    ys_np = _validate(ssm_builder(theta0), ys, particles, method, resampling, 0.5, None, None)
+    try:
+        ssm0 = ssm_builder(theta0)
+    except Exception as e:
+        raise ValueError(
+            f"pmmh: `ssm_builder` raised {type(e).__name__} on a prior draw: {e}"
+        ) from e
+    if not isinstance(ssm0, StateSpaceModel) and not all(
+        hasattr(ssm0, a) for a in ("init", "transition", "observation")
+    ):
+        raise TypeError(
+            f"pmmh: `ssm_builder` must return a StateSpaceModel, got {type(ssm0).__name__}"
+        )
+    ys_np = _validate(ssm0, ys, particles, method, resampling, 0.5, None, None)
     ys_j = jnp.asarray(ys_np, dtype=jnp.result_type(float))
 
     def unflatten(z):
@@ -473,7 +544,6 @@ def pmmh(
         _, (zs, lls, acc) = jax.lax.scan(body, (z0, lp0, ll0), jax.random.split(k_run, total))
         return zs, lls, acc
 
-    key = jax.random.key(int(seed))
     k_init, k_chains = jax.random.split(key)
     if init_params is None:
         init_keys = jax.random.split(k_init, chains)
@@ -482,10 +552,28 @@ def pmmh(
         missing = set(names) - set(init_params)
         if missing:
             raise ValueError(f"pmmh: `init_params` misses {sorted(missing)}")
-        z_one = flatten_unc({k: jnp.asarray(init_params[k]) for k in names})
+        try:
+            z_one = flatten_unc({k: jnp.asarray(init_params[k]) for k in names})
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"pmmh: `init_params` do not match the prior: {e}") from None
+        if z_one.shape != (dim,) or not bool(jnp.all(jnp.isfinite(z_one))):
+            raise ValueError(
+                f"pmmh: `init_params` must give each parameter the prior's shape "
+                f"({shapes}) and a finite value inside its support"
+            )
         z0 = jnp.broadcast_to(z_one, (chains, dim))
     z0 = z0.astype(jnp.result_type(float))
-    zs, lls, acc = jax.jit(jax.vmap(chain))(jax.random.split(k_chains, chains), z0)
+    # The compiled chains are reused by calls with the same model, prior, data and settings
+    # (the keys and starting points are inputs), so another seed compiles nothing.
+    fingerprint = data_fingerprint((np.asarray(chol),), {"ys": ys_np})
+    cache_key = (ssm_builder, tuple((k, prior[k]) for k in names), fingerprint, method)
+    cache_key += (resampling, int(particles), total)
+    run_chains = _PMMH_PROGRAMS.get(cache_key)
+    if run_chains is None:
+        run_chains = _PMMH_PROGRAMS[cache_key] = jax.jit(jax.vmap(chain))
+        while len(_PMMH_PROGRAMS) > MAX_CACHED_PROGRAMS:
+            _PMMH_PROGRAMS.pop(next(iter(_PMMH_PROGRAMS)))
+    zs, lls, acc = run_chains(jax.random.split(k_chains, chains), z0)
     zs, lls, acc = zs[:, num_warmup:], lls[:, num_warmup:], acc[:, num_warmup:]
     flat = jax.vmap(jax.vmap(unflatten))(zs)
     samples = {

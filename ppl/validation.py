@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -42,3 +43,69 @@ def check_seed(seed):
     if isinstance(seed, jax.Array) and seed.shape == (2,) and seed.dtype == jax.numpy.uint32:
         return seed
     raise TypeError(f"seed must be an int or a jax PRNG key, got {type(seed).__name__}")
+
+
+def check_option(name: str, value, options) -> str:
+    """``value`` must be one of the strings ``options``; raise naming the argument otherwise."""
+    options = tuple(options)
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be one of {sorted(options)}, got {value!r}")
+    if value not in options:
+        raise ValueError(f"unknown {name} {value!r}; expected one of {sorted(options)}")
+    return value
+
+
+def check_real(
+    name: str, value, low: float | None = None, high: float | None = None, *, low_open=False
+) -> float:
+    """``value`` must be a finite real number in ``[low, high]`` (``(low, high]`` with
+    ``low_open``); a bound of ``None`` is no bound."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real | np.ndarray | jax.Array):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    if np.ndim(value) != 0 or not np.issubdtype(np.asarray(value).dtype, np.number):
+        raise TypeError(f"{name} must be a real scalar, got {value!r}")
+    v = float(value)
+    if not np.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    if low is not None and (v <= low if low_open else v < low):
+        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {v}")
+    if high is not None and v > high:
+        raise ValueError(f"{name} must be <= {high}, got {v}")
+    return v
+
+
+def check_callable(name: str, fn, expected: str = "") -> Callable:
+    """``fn`` must be callable; ``expected`` describes its signature for the message."""
+    if not callable(fn):
+        sig = f" {expected}" if expected else ""
+        raise TypeError(f"{name} must be a callable{sig}, got {type(fn).__name__}")
+    return fn
+
+
+def seed_key(seed):
+    """:func:`check_seed` as a typed PRNG key (``jax.random.key``); for an int seed the same
+    bits as ``jax.random.key(seed)``, so results do not change."""
+    return jax.random.wrap_key_data(check_seed(seed))
+
+
+def seed_int(seed) -> int:
+    """The integer seed to record in results (-1 when a PRNG key was passed)."""
+    return int(seed) if isinstance(seed, numbers.Integral) else -1
+
+
+def check_diffusion_time(sde, t, name: str = "t") -> None:
+    """A concrete diffusion time ``t`` must be real, finite and in ``[sde.t_min, sde.t_max]``
+    (traced values pass through: they cannot be checked without a host callback)."""
+    from inference.diffusion.sde import check_time
+
+    try:
+        arr = np.asarray(t)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return
+    except Exception:  # noqa: BLE001 - anything that is not array-like
+        raise TypeError(f"{name} must be a real number or array, got {t!r}") from None
+    if isinstance(t, bool) or not np.issubdtype(arr.dtype, np.number):
+        raise TypeError(f"{name} must be a real number or array, got {t!r}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be finite, got {t!r}")
+    check_time(sde, arr, name)

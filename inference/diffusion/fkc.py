@@ -129,7 +129,7 @@ class FKCResult(NamedTuple):
     smc: Any
 
 
-def noise_factor(noise: str, beta: float | None = None) -> float:
+def noise_factor(noise: str | float, beta: float | None = None) -> float:
     """``zeta`` of the proposal noise ``zeta g``.
 
     ``"target_score"``: ``zeta = 1`` (always stable). ``"tempered"``: ``zeta = beta^{-1/2}``
@@ -138,7 +138,23 @@ def noise_factor(noise: str, beta: float | None = None) -> float:
     ``beta > 3 - V`` in VP (``beta > 2`` near the prior) and ``beta > 3`` in VE and settles on a
     too-narrow fixed point (research brief Sec. 2, finding 2; e.g. variance 0.026 instead of
     0.053 at ``beta = 3``), an error that more steps or particles do not remove.
+
+    A positive number is used as ``zeta`` itself. ``zeta > 1`` (more noise, drift
+    ``(1 + zeta^2)/2 g^2 S``; the weight ``G`` does not depend on ``zeta``) brings the
+    unweighted proposal closer to a sharpened target: for a Gaussian mode of variance ``V``
+    annealed by ``beta`` its variance settles near ``zeta^2/(1 + zeta^2) V/beta`` instead of
+    ``V/(2 beta)`` (``zeta = 1``), and the linearised FK flow is more stable (slope
+    ``g^2 [V kappa + beta (1 - zeta^2) - 2] / V``). At ``beta = 10`` (four modes, VP,
+    exact scores, K = 8000, 1000 steps, 8 seeds) ``zeta = 1`` gives within-mode variance
+    0.0144 +- 0.0002 (exact 0.0160), mode masses off by 0.2 per run, heavy-tailed weights;
+    ``zeta^2 = 3`` gives 0.0159 +- 0.0001 and mode masses within 0.03 per run (2000 steps,
+    ``zeta^2 = 4``: 0.0161 +- 0.0001). Larger ``zeta`` makes the drift stiffer: use more steps.
     """
+    if not isinstance(noise, str):
+        zeta = float(noise)
+        if not (zeta > 0 and math.isfinite(zeta)):
+            raise ValueError(f"a numeric noise factor zeta must be finite and > 0, got {noise}")
+        return zeta
     if noise == "target_score":
         return 1.0
     if noise == "tempered":
@@ -158,7 +174,7 @@ def noise_factor(noise: str, beta: float | None = None) -> float:
                 stacklevel=2,
             )
         return 1.0 / math.sqrt(beta)
-    raise ValueError(f"noise must be 'target_score' or 'tempered', got {noise!r}")
+    raise ValueError(f"noise must be 'target_score', 'tempered' or a number > 0, got {noise!r}")
 
 
 def coefficient_values(coeffs: Sequence[Coeff], tau, dtype=jnp.float32) -> Array:
@@ -279,13 +295,11 @@ def fkc_feynman_kac(
     return engine.FeynmanKac(init, step)
 
 
-def fkc_sample(
-    key: Array,
+def fkc_program(
     score_fns: Sequence[Callable],
     coeffs: Sequence[Coeff],
     sde: SDE,
     dim: int,
-    num_particles: int,
     steps: int,
     noise: str = "target_score",
     beta: float | None = None,
@@ -297,15 +311,8 @@ def fkc_sample(
     log_q_T: Sequence[Callable] | None = None,
     resample_at_end: bool = False,
     denoise: bool = True,
-) -> FKCResult:
-    """Sample ``pi propto prod_i q^i^{c_i}`` with FKC: one :func:`engine.run` call (a ``lax.scan``).
-
-    ``noise`` and ``beta`` choose ``zeta`` (:func:`noise_factor`); ``resampling``,
-    ``ess_threshold`` and ``resample_at_end`` go to the engine (``ess_threshold=1.0``
-    resamples every step as in the FKC paper); ``window`` is the active window; ``grid`` is the
-    time grid kind of :func:`samplers.time_grid`. Other arguments as in
-    :func:`fkc_feynman_kac`. jit/vmap-able in ``key`` (``num_particles``, ``steps`` static).
-    """
+) -> engine.Program:
+    """FKC for ``pi propto prod_i q^i^{c_i}`` as an engine program (see :func:`fkc_sample`)."""
     if window is not None:
         lo, hi = (float(w) for w in window)
         if not 0.0 <= lo <= hi <= 1.0:
@@ -314,16 +321,42 @@ def fkc_sample(
     zeta = noise_factor(noise, beta)
     ts = make_time_grid(sde, steps, grid)
     fk = fkc_feynman_kac(score_fns, coeffs, sde, dim, ts, zeta, log_q_T, weighted, window, denoise)
-    res = engine.run(
-        key,
+    return engine.Program(
         fk,
-        num_particles,
         steps,
         resampling=resampling,
         ess_threshold=ess_threshold if weighted else 0.0,
         resample_at_end=resample_at_end and weighted,
     )
+
+
+def fkc_result(res: engine.SMCResult, weighted: bool = True) -> FKCResult:
+    """The :class:`FKCResult` of an engine run of :func:`fkc_program`."""
     log_z = res.log_evidence if weighted else jnp.full((), jnp.nan, res.log_evidence.dtype)
     return FKCResult(
         res.particles.x, res.log_weights, log_z, res.ess, res.resampled, res.particles.log_q, res
+    )
+
+
+def fkc_sample(
+    key: Array,
+    score_fns: Sequence[Callable],
+    coeffs: Sequence[Coeff],
+    sde: SDE,
+    dim: int,
+    num_particles: int,
+    steps: int,
+    **options,
+) -> FKCResult:
+    """Sample ``pi propto prod_i q^i^{c_i}`` with FKC: one :func:`engine.run` call (a ``lax.scan``).
+
+    ``options`` are those of :func:`fkc_program`: ``noise`` and ``beta`` choose ``zeta``
+    (:func:`noise_factor`); ``resampling``, ``ess_threshold`` and ``resample_at_end`` go to the
+    engine (``ess_threshold=1.0`` resamples every step as in the FKC paper); ``window`` is the
+    active window; ``grid`` is the time grid kind of :func:`samplers.time_grid`; the others as
+    in :func:`fkc_feynman_kac`. jit/vmap-able in ``key`` (``num_particles``, ``steps`` static).
+    """
+    program = fkc_program(score_fns, coeffs, sde, dim, steps, **options)
+    return fkc_result(
+        engine.run_program(key, program, num_particles), options.get("weighted", True)
     )

@@ -204,6 +204,32 @@ def superdiff_feynman_kac(
     return engine.FeynmanKac(init, step)
 
 
+def superdiff_program(
+    score_fns: Sequence[Callable],
+    sde: SDE,
+    dim: int,
+    steps: int,
+    mode: str = "or",
+    weights: Array | None = None,
+    temperature: float = 1.0,
+    grid: str = "uniform",
+    log_q_T: Sequence[Callable] | None = None,
+) -> engine.Program:
+    """SuperDiff OR/AND as an engine program (``ess_threshold=0``: never resamples).
+
+    The noise is kept in the last step too (the Itô estimate needs noise ``g``).
+    """
+    ts = make_time_grid(sde, steps, grid)
+    fk = superdiff_feynman_kac(score_fns, sde, dim, ts, mode, weights, temperature, log_q_T)
+    return engine.Program(fk, steps, ess_threshold=0.0)
+
+
+def superdiff_result(res: engine.SMCResult) -> SuperDiffResult:
+    """The :class:`SuperDiffResult` of an engine run of :func:`superdiff_program`."""
+    p = res.particles
+    return SuperDiffResult(p.x, p.log_q, res.aux, p.kappa, res)
+
+
 def superdiff_sample(
     key: Array,
     score_fns: Sequence[Callable],
@@ -217,12 +243,9 @@ def superdiff_sample(
     grid: str = "uniform",
     log_q_T: Sequence[Callable] | None = None,
 ) -> SuperDiffResult:
-    """Run SuperDiff OR/AND through the engine (``ess_threshold=0``: never resamples).
-
-    The noise is kept in the last step too (the Itô estimate needs noise ``g``).
-    """
-    ts = make_time_grid(sde, steps, grid)
-    fk = superdiff_feynman_kac(score_fns, sde, dim, ts, mode, weights, temperature, log_q_T)
-    res = engine.run(key, fk, num_particles, steps, ess_threshold=0.0)
-    p = res.particles
-    return SuperDiffResult(p.x, p.log_q, res.aux, p.kappa, res)
+    """Run SuperDiff OR/AND through the engine in one scan (arguments as in
+    :func:`superdiff_program`)."""
+    program = superdiff_program(
+        score_fns, sde, dim, steps, mode, weights, temperature, grid, log_q_T
+    )
+    return superdiff_result(engine.run_program(key, program, num_particles))

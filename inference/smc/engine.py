@@ -51,7 +51,14 @@ from .resampling import Resampler, get_resampler
 __all__ = [
     "FeynmanKac",
     "SMCResult",
+    "SMCState",
+    "StepRecord",
     "run",
+    "Program",
+    "run_program",
+    "start",
+    "advance",
+    "finish",
     "check",
     "log_ess",
     "ess",
@@ -156,6 +163,166 @@ def resample_particles(
     return jax.tree.map(lambda leaf: jnp.take(leaf, ancestors, axis=0), particles), ancestors
 
 
+class SMCState(NamedTuple):
+    """The carry of the engine between steps: what a chunked run or a checkpoint keeps.
+
+    Attributes:
+        particles: current particles (pytree, leading axis ``N``).
+        log_W: current normalised log-weights ``log W_t``, shape ``(N,)``.
+        log_z: running ``log Z_t^N``.
+        failed: whether all weights vanished at some step so far.
+        failed_step: the first such step (``-1`` initial weights, ``T`` if none).
+    """
+
+    particles: PyTree
+    log_W: Array
+    log_z: Array
+    failed: Array
+    failed_step: Array
+
+
+class StepRecord(NamedTuple):
+    """Per-step outputs of :func:`advance`, stacked along a leading step axis (see
+    :class:`SMCResult` for each field)."""
+
+    ancestors: Array
+    ess: Array
+    resampled: Array
+    log_evidence_increments: Array
+    log_evidence_running: Array
+    aux: PyTree
+    summaries: PyTree
+
+
+def _keys(key: Array) -> tuple[Array, Array, Array]:
+    """``(init, steps, end)`` keys of a run; step ``t`` uses ``fold_in(steps, t)``, so the
+    numbers do not depend on how the steps are split into chunks."""
+    key_init, key_steps, key_end = jax.random.split(key, 3)
+    return key_init, key_steps, key_end
+
+
+def start(key: Array, fk: FeynmanKac, num_particles: int, num_steps: int) -> SMCState:
+    """Draw ``X_0`` and normalise the initial weights: the state before step ``t = 0``.
+
+    ``log Z_0^N = log((1/N) sum_n w_0^n)``. ``num_steps`` (static) is the ``failed_step``
+    value meaning "never failed".
+    """
+    particles, log_w0 = fk.init(_keys(key)[0], num_particles)
+    log_w0 = jnp.asarray(log_w0)
+    dtype = log_w0.dtype if jnp.issubdtype(log_w0.dtype, jnp.floating) else jnp.float32
+    log_w0 = jnp.broadcast_to(log_w0.astype(dtype), (num_particles,))
+    log_W0, lse0, ok0 = normalize_log_weights(log_w0)
+    log_z0 = jnp.where(ok0, lse0 - jnp.log(num_particles).astype(dtype), -jnp.inf)
+    return SMCState(
+        particles,
+        log_W0,
+        log_z0,
+        jnp.logical_not(ok0),
+        jnp.where(ok0, jnp.int32(num_steps), jnp.int32(-1)),
+    )
+
+
+def advance(
+    key: Array,
+    fk: FeynmanKac,
+    state: SMCState,
+    first_step: Array | int,
+    length: int,
+    num_steps: int | None = None,
+    resampling: str | Resampler = "systematic",
+    ess_threshold: float = 0.5,
+    rejuvenate: Callable[[Array, PyTree, Array], PyTree] | None = None,
+    summary_fn: Callable[[PyTree, Array, PyTree], PyTree] | None = None,
+) -> tuple[SMCState, StepRecord]:
+    """Steps ``first_step, ..., first_step + length - 1`` of :func:`run` (one ``lax.scan``).
+
+    ``key`` is the run's key (the same for every chunk); ``first_step`` may be traced,
+    ``length`` is static. If ``num_steps`` is given, steps ``t >= num_steps`` leave the state
+    unchanged (so one compiled chunk length serves a run whose length it does not divide);
+    their records are padding for the caller to drop. Other arguments as in :func:`run`.
+    """
+    resampler = get_resampler(resampling)
+    key_steps = _keys(key)[1]
+    n = state.log_W.shape[0]
+    dtype = state.log_W.dtype
+    threshold = jnp.asarray(ess_threshold, dtype) * n
+    # ESS <= N always, so 1.0 means "every step" (also when the weights are exactly uniform).
+    always = jnp.asarray(ess_threshold) >= 1.0
+    identity = jnp.arange(n, dtype=jnp.int32)
+    uniform = -jnp.log(n).astype(dtype)
+
+    def body(state, t):
+        particles, log_W, log_z, failed, failed_step = state
+        k_res, k_rej, k_step = jax.random.split(jax.random.fold_in(key_steps, t), 3)
+
+        do_resample = jnp.logical_or(jnp.exp(log_ess(log_W)) < threshold, always)
+
+        def _resample(args):
+            parts, lw = args
+            new, anc = resample_particles(k_res, parts, lw, resampler)
+            if rejuvenate is not None:
+                new = rejuvenate(k_rej, new, t)
+            return new, jnp.full_like(lw, uniform), anc
+
+        def _keep(args):
+            parts, lw = args
+            return parts, lw, identity
+
+        particles, log_W, ancestors = jax.lax.cond(
+            do_resample, _resample, _keep, (particles, log_W)
+        )
+        particles, log_g, aux = fk.step(k_step, particles, t)
+        log_g = jnp.broadcast_to(jnp.asarray(log_g, dtype), (n,))
+        log_w = log_W + _clean(log_g)
+        new_log_W, increment, ok = normalize_log_weights(log_w)
+        increment = jnp.where(ok, increment, -jnp.inf)
+        log_z = log_z + increment
+        step_ess = jnp.where(ok, jnp.exp(log_ess(new_log_W)), 0.0)
+        newly_failed = jnp.logical_and(jnp.logical_not(ok), jnp.logical_not(failed))
+        failed_step = jnp.where(newly_failed, t, failed_step)
+        failed = jnp.logical_or(failed, jnp.logical_not(ok))
+        summary = None if summary_fn is None else summary_fn(particles, new_log_W, aux)
+        record = StepRecord(ancestors, step_ess, do_resample, increment, log_z, aux, summary)
+        return SMCState(particles, new_log_W, log_z, failed, failed_step), record
+
+    def masked_body(state, t):
+        # Past the end: keep the state, emit a record of the right structure (discarded).
+        new, record = body(state, jnp.minimum(t, num_steps - 1))
+        return jax.lax.cond(t < num_steps, lambda: (new, record), lambda: (state, record))
+
+    steps = jnp.asarray(first_step, jnp.int32) + jnp.arange(length, dtype=jnp.int32)
+    return jax.lax.scan(body if num_steps is None else masked_body, state, steps)
+
+
+def finish(
+    key: Array,
+    state: SMCState,
+    records: StepRecord,
+    resampling: str | Resampler = "systematic",
+    resample_at_end: bool = False,
+) -> SMCResult:
+    """Assemble the :class:`SMCResult` from the final state and the stacked step records."""
+    particles, log_W = state.particles, state.log_W
+    if resample_at_end:
+        resampler = get_resampler(resampling)
+        particles, _ = resample_particles(_keys(key)[2], particles, log_W, resampler)
+        log_W = jnp.full_like(log_W, -jnp.log(log_W.shape[0]).astype(log_W.dtype))
+    return SMCResult(
+        particles=particles,
+        log_weights=log_W,
+        ancestors=records.ancestors,
+        ess=records.ess,
+        resampled=records.resampled,
+        log_evidence_increments=records.log_evidence_increments,
+        log_evidence_running=records.log_evidence_running,
+        log_evidence=state.log_z,
+        aux=records.aux,
+        summaries=records.summaries,
+        failed=state.failed,
+        failed_step=state.failed_step,
+    )
+
+
 def run(
     key: Array,
     fk: FeynmanKac,
@@ -181,6 +348,10 @@ def run(
     3. ``log w_t = log W_{t-1} + log G_t``; increment ``log sum_n exp(log w_t^n)``;
        ``log W_t = log w_t - increment``.
 
+    The run is :func:`start`, :func:`advance` over all steps and :func:`finish`; a host
+    driver can call :func:`advance` in chunks instead (progress bars, checkpoints, interrupts)
+    and gets the same numbers, since step ``t`` draws its randomness from ``fold_in(key, t)``.
+
     Args:
         key: PRNG key.
         fk: the model, see :class:`FeynmanKac`.
@@ -197,83 +368,44 @@ def run(
     Returns:
         An :class:`SMCResult`; the whole run is a single ``lax.scan`` and is jit/vmap-able.
     """
-    resampler = get_resampler(resampling)
-    key_init, key_scan, key_end = jax.random.split(key, 3)
-    particles, log_w0 = fk.init(key_init, num_particles)
-    log_w0 = jnp.asarray(log_w0)
-    dtype = log_w0.dtype if jnp.issubdtype(log_w0.dtype, jnp.floating) else jnp.float32
-    log_w0 = jnp.broadcast_to(log_w0.astype(dtype), (num_particles,))
-    log_W0, lse0, ok0 = normalize_log_weights(log_w0)
-    log_z0 = jnp.where(ok0, lse0 - jnp.log(num_particles).astype(dtype), -jnp.inf)
-    threshold = jnp.asarray(ess_threshold, dtype) * num_particles
-    # ESS <= N always, so 1.0 means "every step" (also when the weights are exactly uniform).
-    always = jnp.asarray(ess_threshold) >= 1.0
-    identity = jnp.arange(num_particles, dtype=jnp.int32)
-
-    def body(carry, inp):
-        particles, log_W, log_z, failed, failed_step = carry
-        t, k = inp
-        k_res, k_rej, k_step = jax.random.split(k, 3)
-
-        do_resample = jnp.logical_or(jnp.exp(log_ess(log_W)) < threshold, always)
-
-        def _resample(args):
-            parts, lw = args
-            new, anc = resample_particles(k_res, parts, lw, resampler)
-            if rejuvenate is not None:
-                new = rejuvenate(k_rej, new, t)
-            return new, jnp.full_like(lw, -jnp.log(num_particles).astype(lw.dtype)), anc
-
-        def _keep(args):
-            parts, lw = args
-            return parts, lw, identity
-
-        particles, log_W, ancestors = jax.lax.cond(
-            do_resample, _resample, _keep, (particles, log_W)
-        )
-        particles, log_g, aux = fk.step(k_step, particles, t)
-        log_g = jnp.broadcast_to(jnp.asarray(log_g, dtype), (num_particles,))
-        log_w = log_W + _clean(log_g)
-        new_log_W, increment, ok = normalize_log_weights(log_w)
-        increment = jnp.where(ok, increment, -jnp.inf)
-        log_z = log_z + increment
-        step_ess = jnp.where(ok, jnp.exp(log_ess(new_log_W)), 0.0)
-        newly_failed = jnp.logical_and(jnp.logical_not(ok), jnp.logical_not(failed))
-        failed_step = jnp.where(newly_failed, t, failed_step)
-        failed = jnp.logical_or(failed, jnp.logical_not(ok))
-        summary = None if summary_fn is None else summary_fn(particles, new_log_W, aux)
-        out = (ancestors, step_ess, do_resample, increment, log_z, aux, summary)
-        return (particles, new_log_W, log_z, failed, failed_step), out
-
-    carry0 = (
-        particles,
-        log_W0,
-        log_z0,
-        jnp.logical_not(ok0),
-        jnp.where(ok0, jnp.int32(num_steps), jnp.int32(-1)),
+    state = start(key, fk, num_particles, num_steps)
+    state, records = advance(
+        key, fk, state, 0, num_steps, None, resampling, ess_threshold, rejuvenate, summary_fn
     )
-    steps = jnp.arange(num_steps, dtype=jnp.int32)
-    keys = jax.random.split(key_scan, num_steps)
-    (particles, log_W, log_z, failed, failed_step), outs = jax.lax.scan(body, carry0, (steps, keys))
-    ancestors, ess_hist, resampled, increments, running, aux, summaries = outs
+    return finish(key, state, records, resampling, resample_at_end)
 
-    if resample_at_end:
-        particles, _ = resample_particles(key_end, particles, log_W, resampler)
-        log_W = jnp.full_like(log_W, -jnp.log(num_particles).astype(log_W.dtype))
 
-    return SMCResult(
-        particles=particles,
-        log_weights=log_W,
-        ancestors=ancestors,
-        ess=ess_hist,
-        resampled=resampled,
-        log_evidence_increments=increments,
-        log_evidence_running=running,
-        log_evidence=log_z,
-        aux=aux,
-        summaries=summaries,
-        failed=failed,
-        failed_step=failed_step,
+class Program(NamedTuple):
+    """A Feynman-Kac model together with the engine settings that run it.
+
+    Samplers built on the engine return one of these (``fk`` plus the arguments of
+    :func:`run` other than the key and the particle count), so that a host driver can run
+    it in chunks (:func:`start` / :func:`advance` / :func:`finish`) and :func:`run_program`
+    can run it in one scan; both give the same numbers.
+    """
+
+    fk: FeynmanKac
+    num_steps: int
+    resampling: str | Resampler = "systematic"
+    ess_threshold: float = 0.5
+    rejuvenate: Callable[[Array, PyTree, Array], PyTree] | None = None
+    resample_at_end: bool = False
+    summary_fn: Callable[[PyTree, Array, PyTree], PyTree] | None = None
+
+
+def run_program(key: Array, program: Program, num_particles: int) -> SMCResult:
+    """:func:`run` with the model and settings of ``program``."""
+    p = program
+    return run(
+        key,
+        p.fk,
+        num_particles,
+        p.num_steps,
+        p.resampling,
+        p.ess_threshold,
+        p.rejuvenate,
+        p.resample_at_end,
+        p.summary_fn,
     )
 
 

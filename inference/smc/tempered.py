@@ -23,7 +23,8 @@ dimension-scaled value and is adapted between stages towards the kernel's target
 state of their ``P - 1``-step chains.
 
 The run is a fixed-length scan of ``max_stages`` engine steps; once :math:`\\beta = 1` the
-remaining steps are no-ops (zero increment, no resampling), so it stays one compiled program.
+remaining steps are no-ops (zero increment, no resampling), so it stays one compiled program
+(a chunked host driver stops at the first chunk after :math:`\\beta = 1` instead).
 """
 
 from __future__ import annotations
@@ -90,8 +91,7 @@ def _covariance(x: Array, dense: bool) -> Array:
     return jnp.var(x, axis=0, ddof=1) + 1e-8
 
 
-def run(
-    key: Array,
+def program(
     log_prior_fn: Callable[[Array], Array],
     log_likelihood_fn: Callable[[Array], Array],
     initial_particles: Array,
@@ -102,8 +102,9 @@ def run(
     dense_mass: bool = False,
     waste_free: int | None = None,
     resampling: str = "systematic",
-) -> TemperedResult:
-    """Adaptive tempered SMC over flat particles ``(N, d)`` drawn from the prior.
+) -> engine.Program:
+    """Adaptive tempered SMC over flat particles ``(N, d)`` drawn from the prior, as an engine
+    program (run it with :func:`run`, or in chunks with a host driver; then :func:`summarize`).
 
     Args:
         log_prior_fn, log_likelihood_fn: ``x (d,) -> scalar``; the target at temperature
@@ -200,24 +201,27 @@ def run(
         }
         return particles, log_g, aux
 
-    result = engine.run(
-        key,
+    return engine.Program(
         engine.FeynmanKac(init, step),
-        num_particles=n,
         num_steps=max_stages,
         resampling=resampling,
         ess_threshold=ALWAYS_BUT_UNIFORM,
         rejuvenate=rejuvenate,
         resample_at_end=True,
     )
+
+
+def summarize(result: engine.SMCResult) -> TemperedResult:
+    """The :class:`TemperedResult` of an engine result of :func:`program` (any number of
+    completed stages; no-op stages after ``beta = 1`` read as NaN)."""
     temperature = result.aux["temperature"]
     used = ~jnp.isnan(temperature)
-    num_stages = jnp.sum(used)
+    num_stages = jnp.sum(used, axis=-1)
     return TemperedResult(
         particles=result.particles["x"],
         log_evidence=result.log_evidence,
         num_stages=num_stages,
-        reached_one=result.particles["beta"][0] >= 1.0,
+        reached_one=result.particles["beta"][..., 0] >= 1.0,
         temperature=temperature,
         ess=jnp.where(used, result.ess, jnp.nan),
         acceptance_rate=result.aux["acceptance_rate"],
@@ -225,3 +229,16 @@ def run(
         log_evidence_increments=jnp.where(used, result.log_evidence_increments, jnp.nan),
         failed=result.failed,
     )
+
+
+def run(
+    key: Array,
+    log_prior_fn: Callable[[Array], Array],
+    log_likelihood_fn: Callable[[Array], Array],
+    initial_particles: Array,
+    kernel,
+    **options,
+) -> TemperedResult:
+    """Run :func:`program` (same arguments after ``key``) in one scan and summarise it."""
+    prog = program(log_prior_fn, log_likelihood_fn, initial_particles, kernel, **options)
+    return summarize(engine.run_program(key, prog, initial_particles.shape[0]))

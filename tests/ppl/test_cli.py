@@ -7,6 +7,8 @@ import pytest
 
 from ppl import cli
 
+pytestmark = pytest.mark.arviz  # run again under ArviZ 1.x by .ci/run
+
 MODEL_FILE = """
 import numpyro, numpyro.distributions as dist
 

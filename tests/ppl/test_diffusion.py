@@ -67,6 +67,7 @@ def test_sample_diffusion_methods_match_exact(prior, gmm):
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.arviz
 def test_to_arviz(prior):
     res = sample_diffusion(prior, num_samples=50, steps=20, seed=0, method="ode")
     idata = res.to_arviz()

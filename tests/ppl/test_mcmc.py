@@ -58,6 +58,7 @@ def test_sample_stats_are_named_as_arviz_expects(post):
     assert 0.6 < post.stats["acceptance_rate"].mean() < 0.95
 
 
+@pytest.mark.arviz
 def test_to_arviz_has_standard_groups_and_loo_works(post):
     idata = post.to_arviz()
     for group in ("posterior", "sample_stats", "log_likelihood", "observed_data"):
@@ -74,6 +75,7 @@ def test_to_arviz_has_standard_groups_and_loo_works(post):
     assert summary.loc["mu", "r_hat"] < 1.02
 
 
+@pytest.mark.arviz
 def test_posterior_predictive_is_attached_and_shaped(post):
     ppc = ppl.predictive(normal_mean, posterior=post, y=None, seed=3)
     assert ppc["y"].shape == (4, 500, len(Y))

@@ -92,6 +92,7 @@ def test_tempered_smc_finds_both_modes_where_one_nuts_chain_does_not():
     assert share_nuts in (0.0, 1.0)
 
 
+@pytest.mark.arviz
 def test_stage_diagnostics_export_to_arviz():
     post = ppl.smc(regression, X, y=Y, particles=200, runs=2, seed=0)
     idata = post.to_arviz()

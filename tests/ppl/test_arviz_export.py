@@ -1,0 +1,99 @@
+"""ArviZ export of every result type, on hand-made results (no inference, no compilation).
+
+Runs under both ArviZ generations: the default CI job (ArviZ 0.2x, ``InferenceData``) and the
+``arviz``-marker job of ``.ci/run`` (Python 3.12, ArviZ 1.x, ``xarray.DataTree``).
+"""
+
+import arviz as az
+import numpy as np
+import pytest
+import xarray as xr
+
+from ppl.arviz_io import ARVIZ_1, group_names
+from ppl.compose import CompositionSamples
+from ppl.diffusion import DiffusionSamples
+from ppl.posterior import Posterior
+
+pytestmark = pytest.mark.arviz
+
+RNG = np.random.default_rng(0)
+C, D, N = 2, 100, 4
+
+
+def _posterior() -> Posterior:
+    mu = RNG.normal(0.5, 0.2, (C, D))
+    y = np.array([0.1, 0.6, 0.4, 0.9])
+    return Posterior(
+        samples={"mu": mu, "theta": RNG.normal(size=(C, D, 3))},
+        stats={
+            "lp": RNG.normal(size=(C, D)),
+            "diverging": np.zeros((C, D), bool),
+            "step_size": np.full((C, D), 0.3),
+            "log_marginal_likelihood": np.array([-3.1, -3.0]),
+        },
+        log_evidence=-3.05,
+        log_likelihood={"y": -0.5 * (y - mu[..., None]) ** 2 - 0.92},
+        observed_data={"y": y},
+        predictive={"posterior_predictive": {"y": RNG.normal(size=(C, D, N))}},
+        stages={
+            "ess": np.array([[100.0, 80.0, 90.0], [100.0, 70.0, np.nan]]),
+            "temperature": np.array([[0.0, 0.4, 1.0], [0.0, 1.0, np.nan]]),
+        },
+        attrs={"method": "hand-made", "partial": False},
+        site_dims={"y": ("data",), "theta": ("k",)},
+    )
+
+
+def test_posterior_groups_dims_loo_and_summary():
+    post = _posterior()
+    data = post.to_arviz()
+    assert isinstance(data, xr.DataTree) == ARVIZ_1
+    groups = group_names(data)
+    for g in (
+        "posterior",
+        "sample_stats",
+        "log_likelihood",
+        "observed_data",
+        "posterior_predictive",
+        "smc_stages",
+    ):
+        assert g in groups, (g, groups)
+    assert data.posterior["mu"].dims == ("chain", "draw")
+    assert data.posterior["theta"].dims == ("chain", "draw", "k")
+    assert data.log_likelihood["y"].dims == ("chain", "draw", "data")
+    assert data.sample_stats["log_marginal_likelihood"].dims == ("chain",)
+    assert data.smc_stages["ess"].dims == ("chain", "stage")
+    loo = az.loo(data)
+    elpd = loo.elpd_loo if hasattr(loo, "elpd_loo") else loo.elpd  # 0.2x, 1.x
+    assert np.isfinite(float(elpd))
+    table = post.summary(var_names=["mu"])
+    assert "r_hat" in table.columns and abs(table.loc["mu", "mean"] - 0.5) < 0.1
+
+
+def test_netcdf_round_trip(tmp_path):
+    path = tmp_path / "post.nc"
+    _posterior().to_arviz().to_netcdf(path)
+    back = az.from_netcdf(path)
+    assert back.posterior["theta"].shape == (C, D, 3)
+    np.testing.assert_array_equal(back.observed_data["y"], [0.1, 0.6, 0.4, 0.9])
+
+
+def test_plots(tmp_path):
+    post = _posterior()
+    post.plot(path=str(tmp_path / "trace.png"), var_names=["mu"])
+    assert (tmp_path / "trace.png").stat().st_size > 0
+    fig = post.plot_stages(path=str(tmp_path / "stages.png"))
+    assert len(fig.axes) == 2 and (tmp_path / "stages.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("kind", ["diffusion", "composition"])
+def test_diffusion_results(kind):
+    x = RNG.normal(size=(50, 2))
+    if kind == "diffusion":
+        res = DiffusionSamples(x, "euler_maruyama", 10, "uniform", 0)
+    else:
+        res = CompositionSamples(x, -0.3, np.ones(10), None, "fkc", 10, 0, None)
+    data = res.to_arviz()
+    assert dict(data.posterior["x"].sizes) == {"chain": 1, "draw": 50, "x_dim": 2}
+    assert "posterior" in group_names(data)
+    assert az.summary(data)["mean"].shape == (2,)
