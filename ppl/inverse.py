@@ -23,6 +23,7 @@ discretised prior) and the per-step ESS / evidence increments in ``stages``.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -42,11 +43,12 @@ from inference.diffusion.posterior.common import default_grid
 from inference.diffusion.posterior.dps import dps as _dps
 from inference.diffusion.posterior.mcgdiff import mcgdiff as _mcgdiff
 from inference.diffusion.posterior.mcgdiff import mcgdiff_grid, svd_observation
-from inference.diffusion.posterior.tds import gaussian_twist
+from inference.diffusion.posterior.tds import gaussian_twist, tds_mala_rejuvenation
 from inference.diffusion.posterior.tds import tds as _tds
 from inference.smc import engine
-from ppl.model import compile_model, trace_model
+from ppl.model import compile_model, data_fingerprint, trace_model
 from ppl.posterior import Posterior
+from ppl.smc_driver import drive_one
 from ppl.validation import check_count, check_probability, check_seed
 
 __all__ = ["smc_inverse_problem", "InverseProblem", "analyse", "METHODS"]
@@ -269,6 +271,9 @@ def smc_inverse_problem(
     resampling: str = "systematic",
     dps_scale: float = 0.5,
     twist: str = "inflated",
+    progress_bar: bool = True,
+    chunk_size: int | None = None,
+    rejuvenation: dict | None = None,
 ) -> Posterior:
     """Sample the posterior of a model with a DiffusionPrior site by SMC along diffusion time.
 
@@ -287,6 +292,12 @@ def smc_inverse_problem(
         dps_scale: DPS step ``zeta'`` (normalised step of Chung et al. 2023).
         twist: TDS twist for linear-Gaussian observations, ``"inflated"``
             (``N(y; A x0_hat, sigma^2 I + r_t^2 A A^T)``) or ``"plain"`` (``p(y | x0_hat)``).
+        rejuvenation: TDS only: MALA moves after each resampling,
+            ``{"steps": k, "step_size": h}`` (``h`` dimensionless in ``(0, 1]``) and optionally
+            ``"log_prob_fn": f`` with ``f(x (N, d), t) -> log p_t(x)`` the noised prior's log
+            density (then MALA targets the marginal ``p_t psi_t``; without it, the exactly
+            invariant conditional of the last path state). See
+            :func:`inference.diffusion.posterior.tds.tds_mala_rejuvenation`.
 
     Returns:
         A :class:`~ppl.posterior.Posterior`: ``samples[site]`` shaped ``(1, N, d)``,
@@ -311,6 +322,7 @@ def smc_inverse_problem(
         raise ValueError(f"ess_threshold must be in [0, 1], got {ess_threshold}")
     if twist not in ("inflated", "plain"):
         raise ValueError(f"twist must be 'inflated' or 'plain', got {twist!r}")
+    rejuv_opts = _check_rejuvenation(rejuvenation, method)
     key = check_seed(seed)
     kwargs = dict(kwargs or {})
     problem = analyse(model, args, kwargs)
@@ -384,20 +396,53 @@ def smc_inverse_problem(
         shift = 0.0
     num_steps = int(grid.shape[0]) - 1
     threshold = 0.0 if method == "dps" else ess_threshold
+    rejuvenate = None  # MCMC rejuvenation after resampling: the ``rejuvenation`` option
+    if rejuv_opts is not None:
+        if method != "tds":
+            raise ValueError(
+                f"rejuvenation is implemented for method='tds' only (got method={method!r}); "
+                "pass method='tds'"
+            )
+        rejuvenate = tds_mala_rejuvenation(
+            score_fn, sde, log_lik, grid, eta=eta, log_twist_fn=tw, **rejuv_opts
+        )
 
-    @jax.jit
-    def go(key):
-        return engine.run(
-            key,
+    driven = drive_one(
+        engine.Program(
             fk,
-            particles,
             num_steps,
             resampling=resampling,
             ess_threshold=threshold,
+            rejuvenate=rejuvenate,
             resample_at_end=method != "dps",
+        ),
+        key,
+        particles,
+        desc=method,
+        progress=progress_bar,
+        chunk_size=chunk_size,
+        cache_key=_cache_key(
+            model,
+            args,
+            kwargs,
+            method,
+            num_steps,
+            eta,
+            kappa,
+            threshold,
+            resampling,
+            dps_scale,
+            twist,
+            rejuv_opts,
+        ),
+    )
+    result = driven.result
+    if driven.interrupted:
+        warnings.warn(
+            f"{method} interrupted after {driven.steps_done} of {num_steps} diffusion steps: "
+            "the particles are still noisy (post.partial=True) and the evidence is partial",
+            stacklevel=2,
         )
-
-    result = jax.device_get(go(key))
     engine.check(result)
     x = result.particles["x"] if isinstance(result.particles, dict) else result.particles
     x = np.asarray(x)
@@ -426,7 +471,7 @@ def smc_inverse_problem(
         "ess": np.asarray(result.ess)[None],
         "resampled": np.asarray(result.resampled, dtype=np.float64)[None],
         "log_evidence_increment": np.asarray(result.log_evidence_increments)[None],
-        "time": np.asarray(grid[1:])[None],
+        "time": np.asarray(grid[1:])[: driven.steps_done][None],
     }
     return Posterior(
         samples=samples,
@@ -448,8 +493,48 @@ def smc_inverse_problem(
             "structure": "linear_gaussian" if problem.linear else "general",
             "num_observations": int(problem.A.shape[0]) if problem.linear else -1,
             "min_ess": float(np.min(result.ess)),
+            "partial": driven.interrupted,
         },
     )
+
+
+def _cache_key(model, args, kwargs, *settings):
+    """Identity of an inverse-problem program (model, data, settings), or ``None`` (no reuse
+    of compiled code) when the data cannot be fingerprinted."""
+    fingerprint = data_fingerprint(args, kwargs)
+    if fingerprint is None:
+        return None
+    frozen = tuple(tuple(sorted(s.items())) if isinstance(s, dict) else s for s in settings)
+    return (model, fingerprint, *frozen)
+
+
+def _check_rejuvenation(rejuvenation, method):
+    """Validate the ``rejuvenation`` option of :func:`smc_inverse_problem`."""
+    if rejuvenation is None:
+        return None
+    if not isinstance(rejuvenation, dict):
+        raise TypeError(
+            "rejuvenation must be a dict like {'steps': 2, 'step_size': 0.5}; "
+            f"got {type(rejuvenation).__name__}"
+        )
+    unknown = set(rejuvenation) - {"steps", "step_size", "log_prob_fn"}
+    if unknown:
+        raise ValueError(
+            f"rejuvenation has unknown keys {sorted(unknown)}; allowed: steps, step_size, "
+            "log_prob_fn"
+        )
+    steps = check_count("rejuvenation['steps']", rejuvenation.get("steps", 1))
+    h = rejuvenation.get("step_size", 0.5)
+    if not (isinstance(h, (int, float)) and 0.0 < float(h) <= 1.0):
+        raise ValueError(f"rejuvenation['step_size'] must be in (0, 1], got {h!r}")
+    f = rejuvenation.get("log_prob_fn")
+    if f is not None and not callable(f):
+        raise TypeError("rejuvenation['log_prob_fn'] must be callable f(x, t) -> log p_t(x)")
+    if method not in ("tds", "auto"):
+        raise ValueError(
+            f"rejuvenation is implemented for method='tds' only (got method={method!r})"
+        )
+    return {"steps": steps, "step_size": float(h), "log_prob_fn": f}
 
 
 def _deterministic_sites(model, args, kwargs, site, x):

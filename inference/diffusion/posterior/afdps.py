@@ -28,6 +28,30 @@ weighted by ``p(y | x)``. ``Lap log p(y|x)`` is the exact Hessian trace (cost ``
 for small ``d``) unless a ``laplacian_fn`` is given (constant ``-|A|_F^2 / sigma^2`` for the
 linear-Gaussian case). Small ``sigma`` makes the guided drift stiff: ``du g^2 |A|^2 / sigma^2``
 must stay well below 1.
+
+**Evidence estimate: why it is unreliable (measured, issue #6).** Two errors of opposite sign
+add up (2-d test case, ``sigma = 1``, VP, uniform grid; mean ``log Z_hat - log p(y)`` +- SE):
+
+* a *time-discretisation bias* of the Euler-Maruyama move with the left-point weight
+  ``du c(x, t)``, positive and large: at large ``N`` the estimate converges to
+  ``+1.62 +- 0.07`` (``K = 100``, ``N = 16000``), ``+0.30 +- 0.04`` (``K = 400``,
+  ``N = 32000``, 64 seeds) and ``-0.04 +- 0.11`` (``K = 1600``, ``N = 16000``). The rate ``c``
+  contains ``g^2 |grad log p(y|x)|^2 / 2`` and ``H . grad log p(y|x)`` with ``g^2`` up to
+  ``beta_max = 20``, so the ``O(du)`` constant is large; the particle *law* is much less
+  affected (the mode masses pass at ``K = 400``);
+* a heavy right tail at moderate ``N``: the twist ``p(y | x_t)`` is replaced by the
+  un-noised ``p(y | x)`` at the noisy state, far too sharp at high noise, so the weights must
+  move mass between modes late; the SD of ``log Z_hat`` is 0.56 nats at ``N = 2000``
+  (``K = 400``) and its Jensen bias is negative (mean ``-0.01 +- 0.04`` at ``N = 2000`` vs
+  ``+0.30`` at ``N = 32000``).
+
+Hence small-``N`` runs look unbiased or low by chance and large-``N`` runs are high. Use
+``K >= 1600`` steps for an evidence in low dimension, or MCGdiff / TDS (whose discrete-time
+weights carry no such bias). Replacing ``du c`` by the exact discrete-time Radon-Nikodym weight
+of the guided step against the unguided Euler-Maruyama step (``L(x') / L(x)`` times the
+Gaussian kernel ratio, i.e. TDS with twist ``p(y | x_t)``) removes the weight error but leaves
+the Euler-Maruyama bias of the prior chain itself (``-0.47 +- 0.07`` at ``K = 100``,
+``-0.15 +- 0.08`` at ``K = 400``, ``N = 8000``) and the same heavy tail, so it was not adopted.
 """
 
 from __future__ import annotations

@@ -62,4 +62,6 @@ def test_tds_d8_two_observations(H):
 @pytest.mark.parametrize("method", ["mcgdiff", "tds"])
 @pytest.mark.parametrize("d, d_y", [(8, 1), (8, 4), (80, 1), (80, 2)])
 def test_highdim_slow(method, d, d_y, H):
-    _check(method, d, d_y, 100 + d + d_y, H)
+    # d = 80: 100 uniform steps misallocate mode masses through the time discretisation of the
+    # model prior itself (z up to 12 for TDS even with the exact twist; tds.py docstring)
+    _check(method, d, d_y, 100 + d + d_y, H, steps=400 if d >= 80 else 100)
