@@ -18,6 +18,7 @@ targets and returns :class:`DiffusionSamples` with an ArviZ export.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -26,10 +27,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 from numpyro.distributions import Distribution, constraints
+from tqdm.auto import tqdm
 
 from inference.diffusion.likelihood import ode_log_prob
 from inference.diffusion.samplers import SAMPLERS, get_sampler, time_grid
 from inference.diffusion.sde import SDE
+from ppl.smc_driver import PROGRESS_UPDATES
 from ppl.validation import (
     check_callable,
     check_count,
@@ -190,6 +193,33 @@ class DiffusionPrior(Distribution):
             cache[cache_key] = jax.jit(run)
         return cache[cache_key]
 
+    def _segment_fns(self, n: int, steps: int, method: str, grid: str):
+        """Jitted ``start(key) -> x_T`` and ``segment(key, x, first, final, length)``, which runs
+        steps ``first .. first + length - 1`` of the run of :meth:`_sampler_fn` (``length``
+        static; ``final``: the segment holds the last step). Chained over the grid they give
+        the same numbers as the whole run (the stochastic samplers draw step ``k`` from
+        ``fold_in(key, k)``)."""
+        cache = self.__dict__.setdefault("_sample_cache", {})
+        cache_key = ("segments", n, steps, method, grid)
+        if cache_key not in cache:
+            fn = SAMPLERS[method]
+            ts = time_grid(self.sde, steps, grid)
+            sde, score_fn, d = self.sde, self.score_fn, self.dim
+            stochastic = method in ("euler_maruyama", "pc")
+
+            def start(key):
+                return sde.prior_sample(jax.random.split(key)[0], (n, d))
+
+            def segment(key, x, first, final, length):
+                k1 = jax.random.split(key)[1]
+                segment_ts = jax.lax.dynamic_slice(ts, (first,), (length + 1,))
+                if stochastic:
+                    return fn(k1, score_fn, sde, x, segment_ts, denoise=final, first_step=first)
+                return fn(k1, score_fn, sde, x, segment_ts)
+
+            cache[cache_key] = (jax.jit(start), jax.jit(segment, static_argnums=4))
+        return cache[cache_key]
+
     def sample(self, key: Array, sample_shape: tuple[int, ...] = ()) -> Array:
         """Reverse-time sampling from ``p_T``; returns ``sample_shape + (d,)``."""
         sample_shape = tuple(sample_shape)
@@ -243,6 +273,7 @@ class DiffusionSamples(NamedTuple):
     steps: int
     grid: str
     seed: int
+    partial: bool = False
 
     def to_arviz(self, var_name: str = "x"):
         """ArviZ data with a ``posterior`` group, dims ``(chain=1, draw, x_dim)``.
@@ -277,6 +308,8 @@ def sample_diffusion(
     seed: int = 0,
     method: str | None = None,
     grid: str | None = None,
+    progress_bar: bool = True,
+    chunk_size: int | None = None,
     **composition_kwargs,
 ) -> DiffusionSamples:
     """Sample a diffusion target.
@@ -291,6 +324,10 @@ def sample_diffusion(
         method: ``"euler_maruyama"`` (reverse SDE), ``"pc"`` (predictor-corrector), ``"ode"``
             (Heun on the probability-flow ODE), ``"ddim"``, or ``"dopri5"``; default the prior's.
         grid: ``"uniform"`` or ``"edm"``; default the prior's.
+        progress_bar: tqdm bar over the reverse-time steps: the run is jitted in segments of
+            ``chunk_size`` steps (default a twentieth of the run) with the same numbers as one
+            call (``dopri5``, whose steps adapt to the interval, runs whole). Ctrl-C returns
+            the particles reached so far, with ``partial=True`` and a warning (still noisy).
         **composition_kwargs: options forwarded to :func:`ppl.compose.sample_composition` when
             ``target`` is a composition (``Composition`` / ``Superposition``), which returns its
             own result type.
@@ -315,6 +352,8 @@ def sample_diffusion(
                 steps=500 if steps is None else steps,
                 seed=seed,
                 grid="uniform" if grid is None else grid,
+                progress_bar=progress_bar,
+                chunk_size=chunk_size,
                 **composition_kwargs,
             )
         raise TypeError(
@@ -331,10 +370,44 @@ def sample_diffusion(
     m = target.sampler if method is None else _check_method(method)
     g = target.grid if grid is None else _check_grid(grid)
     get_sampler(m)
-    x = target._sampler_fn(int(num_samples), int(steps), m, g)(key)
+    if chunk_size is not None:
+        chunk_size = check_count("chunk_size", chunk_size)
+    n = int(num_samples)
+    x, done = _run_segments(target, n, int(steps), m, g, key, progress_bar, chunk_size)
+    partial = done < steps
+    if partial:
+        warnings.warn(
+            f"sample_diffusion interrupted after {done} of {steps} steps: the particles are "
+            "still noisy (partial=True)",
+            stacklevel=2,
+        )
     if not bool(jnp.all(jnp.isfinite(x))):
         raise FloatingPointError(
             f"sample_diffusion produced non-finite samples (method={m!r}, steps={steps}); "
             "the score model may be unstable at small t, try more steps or method='ode'"
         )
-    return DiffusionSamples(x, m, int(steps), g, seed_int(seed))
+    return DiffusionSamples(x, m, int(steps), g, seed_int(seed), partial)
+
+
+def _run_segments(prior, n, steps, method, grid, key, progress, chunk_size):
+    """Host loop over segments of the time grid with a tqdm bar; returns ``(x, steps done)``
+    (fewer than ``steps`` after Ctrl-C; re-raised if no segment completed)."""
+    start, segment = prior._segment_fns(n, steps, method, grid)
+    whole = method == "dopri5" or not (progress or chunk_size)
+    chunk = steps if whole else min(chunk_size or -(-steps // PROGRESS_UPDATES), steps)
+    x = start(key)
+    done = 0
+    bar = tqdm(total=steps, desc=method, unit="step", disable=not progress, dynamic_ncols=True)
+    try:
+        while done < steps:
+            length = min(chunk, steps - done)
+            final = jnp.asarray(done + length == steps)
+            x = jax.block_until_ready(segment(key, x, jnp.int32(done), final, length))
+            done += length
+            bar.update(length)
+    except KeyboardInterrupt:
+        if done == 0:
+            raise
+    finally:
+        bar.close()
+    return x, done

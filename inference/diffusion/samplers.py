@@ -99,6 +99,12 @@ def _finish(x, traj, x_T, return_trajectory):
     return x
 
 
+def _step_keys(key: Array, first_step, n: int) -> Array:
+    """``fold_in(key, first_step + k)`` for ``k = 0 .. n-1``."""
+    steps = jnp.asarray(first_step, jnp.uint32) + jnp.arange(n, dtype=jnp.uint32)
+    return jax.vmap(lambda i: jax.random.fold_in(key, i))(steps)
+
+
 def reverse_sde_step(score_fn, sde, x, t, t_next, z, add_noise=True):
     """One Euler-Maruyama step of the reverse SDE from ``t`` down to ``t_next`` with standard
     normal ``z`` (shape of ``x``): ``x - h (f - g^2 s) + g sqrt(h) z``, ``h = t - t_next``."""
@@ -116,16 +122,20 @@ def euler_maruyama(
     time_grid: Array,
     denoise: bool = True,
     return_trajectory: bool = False,
+    first_step: int | Array = 0,
 ):
     """Euler-Maruyama on the reverse SDE (Song et al. 2021, eq. 6):
 
     ``x_{k+1} = x_k - h_k [f(x_k, t_k) - g(t_k)^2 s(x_k, t_k)] + g(t_k) sqrt(h_k) z_k``.
 
     With ``denoise=True`` the last step omits the noise (score_sde's ``noise_removal``).
+    ``z_k`` is drawn with ``fold_in(key, first_step + k)``: a run split into segments of the
+    grid (each with its offset ``first_step``, ``denoise`` only on the last) gives the numbers
+    of the whole run.
     """
     x_T, grid = _prepare(sde, x_T, time_grid)
     n = grid.shape[0] - 1
-    keys = jax.random.split(key, n)
+    keys = _step_keys(key, first_step, n)
     last = jnp.arange(n) == n - 1
 
     def body(x, inp):
@@ -148,6 +158,7 @@ def predictor_corrector(
     n_corrector: int = 1,
     denoise: bool = True,
     return_trajectory: bool = False,
+    first_step: int | Array = 0,
 ):
     """Predictor-corrector sampler (Song et al. 2021, Alg. 1 and App. G).
 
@@ -156,10 +167,11 @@ def predictor_corrector(
     averaged over particles as in score_sde; ``a = (alpha_{t_{k+1}} / alpha_{t_k})^2``, i.e.
     ``1 - beta_k`` for VP and 1 for VE, cf. score_sde issue #73), then one Euler-Maruyama
     predictor step to ``t_{k+1}``. The corrector comes before the predictor as in score_sde.
+    Step ``k`` draws from ``fold_in(key, first_step + k)`` (see :func:`euler_maruyama`).
     """
     x_T, grid = _prepare(sde, x_T, time_grid)
     n = grid.shape[0] - 1
-    keys = jax.random.split(key, n)
+    keys = _step_keys(key, first_step, n)
     last = jnp.arange(n) == n - 1
 
     def corrector(x, k, t, a):

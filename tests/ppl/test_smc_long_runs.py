@@ -140,3 +140,40 @@ def test_fkc_keyboard_interrupt_returns_the_particles_so_far(monkeypatch, anneal
         res = ppl.sample_diffusion(annealed, chunk_size=6, **FKC_KWARGS)
     assert res.partial and res.samples.shape == (128, 1)
     assert np.all(np.isfinite(res.samples))
+
+
+@pytest.fixture(scope="module")
+def two_mode_prior():
+    from inference.diffusion.sde import VPSDE
+    from models.gmm import GaussianMixture
+
+    means = jnp.array([[-1.5, 0.0], [1.5, 0.0]])
+    return GaussianMixture(jnp.array([0.5, 0.5]), means, jnp.full((2,), 0.16)).diffusion_prior(
+        VPSDE()
+    )
+
+
+@pytest.mark.parametrize("method", ["em", "pc", "ddim"])
+def test_plain_sampling_numbers_do_not_depend_on_the_chunk_size(two_mode_prior, method):
+    kwargs = dict(num_samples=64, steps=30, seed=2, method=method)
+    whole = ppl.sample_diffusion(two_mode_prior, progress_bar=False, **kwargs)
+    chunked = ppl.sample_diffusion(two_mode_prior, progress_bar=False, chunk_size=7, **kwargs)
+    np.testing.assert_array_equal(chunked.samples, whole.samples)
+    assert not chunked.partial
+
+
+def test_plain_sampling_keyboard_interrupt_returns_the_particles_so_far(
+    monkeypatch, two_mode_prior
+):
+    import ppl.diffusion as diffusion_module
+
+    class InterruptingBar(diffusion_module.tqdm):
+        def update(self, n=1):
+            if self.n >= 10:
+                raise KeyboardInterrupt
+            return super().update(n)
+
+    monkeypatch.setattr(diffusion_module, "tqdm", InterruptingBar)
+    with pytest.warns(UserWarning, match="interrupted after 15 of 30 steps"):
+        res = ppl.sample_diffusion(two_mode_prior, 64, steps=30, seed=2, chunk_size=5)
+    assert res.partial and np.all(np.isfinite(res.samples))
