@@ -162,15 +162,7 @@ def drive(
         bar.close()
 
     result = jax.device_get(finish_all(keys, run_inputs, states))
-    result = result._replace(
-        ancestors=records.ancestors,
-        ess=records.ess,
-        resampled=records.resampled,
-        log_evidence_increments=records.log_evidence_increments,
-        log_evidence_running=records.log_evidence_running,
-        aux=records.aux,
-        summaries=records.summaries,
-    )
+    result = result._replace(**records._asdict())
     return Driven(result, done, interrupted)
 
 

@@ -310,16 +310,10 @@ def finish(
     return SMCResult(
         particles=particles,
         log_weights=log_W,
-        ancestors=records.ancestors,
-        ess=records.ess,
-        resampled=records.resampled,
-        log_evidence_increments=records.log_evidence_increments,
-        log_evidence_running=records.log_evidence_running,
         log_evidence=state.log_z,
-        aux=records.aux,
-        summaries=records.summaries,
         failed=state.failed,
         failed_step=state.failed_step,
+        **records._asdict(),  # the per-step fields share SMCResult's names
     )
 
 
