@@ -258,7 +258,10 @@ def fkc_feynman_kac(
         t_next = grid[k + 1].astype(dtype)
         h = t - t_next
         c = coefficient_values(coeffs, tau_of(t), dtype)
-        s = jnp.stack([fn(x, t) for fn in score_fns])  # (M, N, d): one call per model
+        # (M, N, d): one call per model. The barrier makes XLA compute the scores once and
+        # share them between the drift and the weight instead of fusing (recomputing) a cheap
+        # score, e.g. an exact Gaussian mixture's, into both.
+        s = jax.lax.optimization_barrier(jnp.stack([fn(x, t) for fn in score_fns]))
         big_s = jnp.einsum("m,mnd->nd", c, s)
         f = sde.drift(x, t)
         g = sde.diffusion(t)

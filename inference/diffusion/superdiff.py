@@ -182,7 +182,8 @@ def superdiff_feynman_kac(
         dtype = x.dtype
         t = grid[k].astype(dtype)
         h = t - grid[k + 1].astype(dtype)
-        s = jnp.stack([fn(x, t) for fn in score_fns])  # (M, N, d)
+        # (M, N, d), computed once and shared by kappa, the drift and the Itô update (see fkc)
+        s = jax.lax.optimization_barrier(jnp.stack([fn(x, t) for fn in score_fns]))
         g = sde.diffusion(t)
         g2 = g**2
         noise = g * jnp.sqrt(h) * jax.random.normal(key, x.shape, dtype)

@@ -139,6 +139,27 @@ def normalize_log_weights(log_w: Array) -> tuple[Array, Array, Array]:
     return log_W, lse, ok
 
 
+def _normalize_with_ess(log_w: Array) -> tuple[Array, Array, Array, Array]:
+    """:func:`normalize_log_weights` plus the ESS of the result, from one pass of ``exp``.
+
+    With ``m = max_n log w_n``, ``e_n = exp(log w_n - m)`` and ``S = sum_n e_n``:
+    ``lse = m + log S`` and ``ESS = S^2 / sum_n e_n^2`` (``e_n <= 1`` and ``sum_n e_n^2 >= 1``,
+    so nothing overflows). Returns ``(log W, lse, ok, ess)``; ``ess`` is ``N`` (that of the
+    uniform fallback weights) when not ``ok``.
+    """
+    log_w = _clean(log_w)
+    n = log_w.shape[0]
+    m = jnp.max(log_w)
+    m = jax.lax.stop_gradient(jnp.where(jnp.isfinite(m), m, 0.0))
+    e = jnp.exp(log_w - m)
+    total = jnp.sum(e)
+    lse = m + jnp.log(total)
+    ok = jnp.isfinite(lse)
+    log_W = jnp.where(ok, log_w - jnp.where(ok, lse, 0.0), -jnp.log(n).astype(log_w.dtype))
+    ess_value = jnp.where(ok, total**2 / jnp.sum(e**2), jnp.asarray(n, log_w.dtype))
+    return log_W, lse, ok, ess_value
+
+
 def log_ess(log_w: Array) -> Array:
     """Log effective sample size ``log ESS = 2 lse(log w) - lse(2 log w)``.
 
@@ -172,6 +193,8 @@ class SMCState(NamedTuple):
         log_z: running ``log Z_t^N``.
         failed: whether all weights vanished at some step so far.
         failed_step: the first such step (``-1`` initial weights, ``T`` if none).
+        ess: the effective sample size of ``log_W`` (kept so that the resampling decision
+            of the next step needs no second pass over the weights).
     """
 
     particles: PyTree
@@ -179,6 +202,7 @@ class SMCState(NamedTuple):
     log_z: Array
     failed: Array
     failed_step: Array
+    ess: Array
 
 
 class StepRecord(NamedTuple):
@@ -211,7 +235,7 @@ def start(key: Array, fk: FeynmanKac, num_particles: int, num_steps: int) -> SMC
     log_w0 = jnp.asarray(log_w0)
     dtype = log_w0.dtype if jnp.issubdtype(log_w0.dtype, jnp.floating) else jnp.float32
     log_w0 = jnp.broadcast_to(log_w0.astype(dtype), (num_particles,))
-    log_W0, lse0, ok0 = normalize_log_weights(log_w0)
+    log_W0, lse0, ok0, ess0 = _normalize_with_ess(log_w0)
     log_z0 = jnp.where(ok0, lse0 - jnp.log(num_particles).astype(dtype), -jnp.inf)
     return SMCState(
         particles,
@@ -219,6 +243,7 @@ def start(key: Array, fk: FeynmanKac, num_particles: int, num_steps: int) -> SMC
         log_z0,
         jnp.logical_not(ok0),
         jnp.where(ok0, jnp.int32(num_steps), jnp.int32(-1)),
+        ess0,
     )
 
 
@@ -251,11 +276,11 @@ def advance(
     identity = jnp.arange(n, dtype=jnp.int32)
     uniform = -jnp.log(n).astype(dtype)
 
-    def body(state, t):
-        particles, log_W, log_z, failed, failed_step = state
-        k_res, k_rej, k_step = jax.random.split(jax.random.fold_in(key_steps, t), 3)
+    def body(state, step):
+        t, (k_res, k_rej, k_step) = step
+        particles, log_W, log_z, failed, failed_step, ess_W = state
 
-        do_resample = jnp.logical_or(jnp.exp(log_ess(log_W)) < threshold, always)
+        do_resample = jnp.logical_or(ess_W < threshold, always)
 
         def _resample(args):
             parts, lw = args
@@ -274,24 +299,29 @@ def advance(
         particles, log_g, aux = fk.step(k_step, particles, t)
         log_g = jnp.broadcast_to(jnp.asarray(log_g, dtype), (n,))
         log_w = log_W + _clean(log_g)
-        new_log_W, increment, ok = normalize_log_weights(log_w)
+        new_log_W, increment, ok, new_ess = _normalize_with_ess(log_w)
         increment = jnp.where(ok, increment, -jnp.inf)
         log_z = log_z + increment
-        step_ess = jnp.where(ok, jnp.exp(log_ess(new_log_W)), 0.0)
+        step_ess = jnp.where(ok, new_ess, 0.0)
         newly_failed = jnp.logical_and(jnp.logical_not(ok), jnp.logical_not(failed))
         failed_step = jnp.where(newly_failed, t, failed_step)
         failed = jnp.logical_or(failed, jnp.logical_not(ok))
         summary = None if summary_fn is None else summary_fn(particles, new_log_W, aux)
         record = StepRecord(ancestors, step_ess, do_resample, increment, log_z, aux, summary)
-        return SMCState(particles, new_log_W, log_z, failed, failed_step), record
+        return SMCState(particles, new_log_W, log_z, failed, failed_step, new_ess), record
 
-    def masked_body(state, t):
+    def masked_body(state, step):
         # Past the end: keep the state, emit a record of the right structure (discarded).
-        new, record = body(state, jnp.minimum(t, num_steps - 1))
+        t, keys = step
+        new, record = body(state, (jnp.minimum(t, num_steps - 1), keys))
         return jax.lax.cond(t < num_steps, lambda: (new, record), lambda: (state, record))
 
     steps = jnp.asarray(first_step, jnp.int32) + jnp.arange(length, dtype=jnp.int32)
-    return jax.lax.scan(body if num_steps is None else masked_body, state, steps)
+    # The (resample, rejuvenate, move) keys of step t are split from fold_in(key_steps, t);
+    # drawn for the whole chunk at once, outside the loop.
+    step_keys = jax.vmap(lambda t: jax.random.split(jax.random.fold_in(key_steps, t), 3))(steps)
+    xs = (steps, (step_keys[:, 0], step_keys[:, 1], step_keys[:, 2]))
+    return jax.lax.scan(body if num_steps is None else masked_body, state, xs)
 
 
 def finish(

@@ -60,6 +60,34 @@ def test_log_ess():
     assert np.isclose(float(engine.ess(jnp.array([0.0, jnp.nan, 0.0]))), 2.0, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "log_w",
+    [
+        np.array([0.3, -1.2, 40.0, 39.5, -np.inf]),
+        np.array([-800.0, -801.0, np.nan, -799.5]),  # would underflow without the shift
+        np.zeros(6),
+    ],
+)
+def test_one_pass_normalisation_and_ess(log_w):
+    """The engine's fused normalisation returns the log-sum-exp, the normalised weights and
+    their ESS (1 / sum W^2) of the two-pass definitions."""
+    log_w = jnp.asarray(log_w, jnp.float32)
+    log_W, lse, ok, ess_value = engine._normalize_with_ess(log_w)
+    ref_W, ref_lse, ref_ok = engine.normalize_log_weights(log_w)
+    assert bool(ok) and bool(ref_ok)
+    np.testing.assert_allclose(float(lse), float(ref_lse), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(log_W), np.asarray(ref_W), rtol=1e-5, atol=1e-6)
+    W = np.exp(np.asarray(ref_W, np.float64))
+    np.testing.assert_allclose(float(ess_value), 1.0 / np.sum(W**2), rtol=1e-5)
+
+
+def test_one_pass_normalisation_all_zero_weights():
+    log_W, lse, ok, ess_value = engine._normalize_with_ess(jnp.full((4,), -jnp.inf))
+    assert not bool(ok) and float(lse) == -np.inf
+    np.testing.assert_allclose(np.asarray(log_W), -np.log(4.0), rtol=1e-6)
+    assert float(ess_value) == 4.0  # that of the uniform fallback weights
+
+
 _C = jnp.linspace(-3.0, 2.0, 7)
 
 

@@ -40,15 +40,37 @@ def test_afdps_matches_exact_posterior(afdps_run, H):
     assert s.sw < H.SW_FACTOR * s.floor, (s.sw, s.floor)
 
 
-@pytest.mark.xfail(
-    reason="AFDPS's evidence has an O(du) bias of the left-point Euler-Maruyama weights "
-    "(+1.6 / +0.3 / ~0 nats at 100 / 400 / 1600 steps for large N) and a heavy right tail "
-    "(SD 0.56 nats at N = 2000) whose Jensen bias is negative: 8-seed means swing by +-0.5 nats. "
-    "See the 'Evidence estimate' paragraph of inference/diffusion/posterior/afdps.py. The "
-    "particle law passes (test above).",
-    strict=False,
-)
-def test_afdps_log_evidence(afdps_run, H):
-    prob, res = afdps_run
-    err, z = H.evidence_z(res.log_evidence, float(prob.log_evidence))
-    assert abs(err) < H.EVIDENCE_TOL and abs(z) < H.Z_MAX, (err, z)
+def _evidence_errors(case2d, prob, steps, num_particles, seeds):
+    lap = -float(jnp.sum(case2d.A**2)) / SIGMA**2
+
+    def one(key):
+        return sample_afdps(
+            key,
+            case2d.score_fn,
+            case2d.sde,
+            prob.log_likelihood,
+            2,
+            num_particles,
+            steps,
+            laplacian_fn=lambda x: lap,
+            gaussian=(case2d.A, case2d.y, SIGMA),
+        ).log_evidence
+
+    keys = jax.random.split(jax.random.PRNGKey(4), seeds)
+    return np.asarray(jax.jit(jax.vmap(one))(keys), np.float64) - float(prob.log_evidence)
+
+
+@pytest.mark.slow
+def test_afdps_log_evidence_bias_shrinks_with_steps(case2d):
+    """AFDPS's evidence is consistent only as du -> 0: its left-point Euler-Maruyama weight
+    has an O(du) bias (module docstring, 'Evidence estimate'). With N = 8000 over 16 seeds the
+    error is large and positive at 100 steps (measured +1.98 +- 0.14) and shrinks at 400
+    (+0.37 +- 0.17); a wrong sign or a missing term in c would not shrink."""
+    prob = gp.LinearGaussianGMMProblem(case2d.prior, case2d.A, case2d.y, SIGMA)
+    e100 = _evidence_errors(case2d, prob, 100, 8000, 16)
+    e400 = _evidence_errors(case2d, prob, 400, 8000, 16)
+    se100, se400 = (e.std(ddof=1) / np.sqrt(e.size) for e in (e100, e400))
+    assert e100.mean() > 4 * se100, (e100.mean(), se100)
+    drop = e100.mean() - e400.mean()
+    assert drop > 4 * np.hypot(se100, se400), (e100.mean(), e400.mean(), se100, se400)
+    assert abs(e400.mean()) < 0.5 * e100.mean(), (e100.mean(), e400.mean())
