@@ -14,6 +14,7 @@ from inference.smc.engine import (
     ess,
     log_ess,
     normalize_log_weights,
+    normalize_with_ess,
     resample_particles,
     run,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "log_ess",
     "multinomial",
     "normalize_log_weights",
+    "normalize_with_ess",
     "resample_particles",
     "resampling",
     "residual",

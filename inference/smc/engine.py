@@ -63,6 +63,7 @@ __all__ = [
     "log_ess",
     "ess",
     "normalize_log_weights",
+    "normalize_with_ess",
     "resample_particles",
 ]
 
@@ -131,21 +132,18 @@ def normalize_log_weights(log_w: Array) -> tuple[Array, Array, Array]:
     ``ok`` is False when every weight is zero or the sum is not finite; then ``log W`` is
     uniform (``-log N``) rather than ``NaN``.
     """
-    log_w = _clean(log_w)
-    lse = jax.nn.logsumexp(log_w)
-    ok = jnp.isfinite(lse)
-    n = log_w.shape[0]
-    log_W = jnp.where(ok, log_w - jnp.where(ok, lse, 0.0), -jnp.log(n).astype(log_w.dtype))
+    log_W, lse, ok, _ = normalize_with_ess(log_w)
     return log_W, lse, ok
 
 
-def _normalize_with_ess(log_w: Array) -> tuple[Array, Array, Array, Array]:
+def normalize_with_ess(log_w: Array) -> tuple[Array, Array, Array, Array]:
     """:func:`normalize_log_weights` plus the ESS of the result, from one pass of ``exp``.
 
     With ``m = max_n log w_n``, ``e_n = exp(log w_n - m)`` and ``S = sum_n e_n``:
-    ``lse = m + log S`` and ``ESS = S^2 / sum_n e_n^2`` (``e_n <= 1`` and ``sum_n e_n^2 >= 1``,
-    so nothing overflows). Returns ``(log W, lse, ok, ess)``; ``ess`` is ``N`` (that of the
-    uniform fallback weights) when not ``ok``.
+    ``lse = m + log S``, ``log W_n = log w_n - lse`` and ``ESS = S^2 / sum_n e_n^2`` (Kong 1992;
+    ``e_n <= 1`` and ``sum_n e_n^2 >= 1``, so nothing overflows). ``NaN`` counts as weight
+    zero. Returns ``(log W, lse, ok, ess)``; when not ``ok`` (every weight zero, or the sum not
+    finite) ``log W`` is uniform and ``ess`` is ``N``, that of the uniform weights.
     """
     log_w = _clean(log_w)
     n = log_w.shape[0]
@@ -235,7 +233,7 @@ def start(key: Array, fk: FeynmanKac, num_particles: int, num_steps: int) -> SMC
     log_w0 = jnp.asarray(log_w0)
     dtype = log_w0.dtype if jnp.issubdtype(log_w0.dtype, jnp.floating) else jnp.float32
     log_w0 = jnp.broadcast_to(log_w0.astype(dtype), (num_particles,))
-    log_W0, lse0, ok0, ess0 = _normalize_with_ess(log_w0)
+    log_W0, lse0, ok0, ess0 = normalize_with_ess(log_w0)
     log_z0 = jnp.where(ok0, lse0 - jnp.log(num_particles).astype(dtype), -jnp.inf)
     return SMCState(
         particles,
@@ -299,7 +297,7 @@ def advance(
         particles, log_g, aux = fk.step(k_step, particles, t)
         log_g = jnp.broadcast_to(jnp.asarray(log_g, dtype), (n,))
         log_w = log_W + _clean(log_g)
-        new_log_W, increment, ok, new_ess = _normalize_with_ess(log_w)
+        new_log_W, increment, ok, new_ess = normalize_with_ess(log_w)
         increment = jnp.where(ok, increment, -jnp.inf)
         log_z = log_z + increment
         step_ess = jnp.where(ok, new_ess, 0.0)

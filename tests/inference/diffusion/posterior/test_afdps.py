@@ -11,36 +11,8 @@ from models import gmm_posterior as gp
 SIGMA = 1.0
 
 
-@pytest.fixture(scope="module")
-def afdps_run(case2d, H):
-    prob = gp.LinearGaussianGMMProblem(case2d.prior, case2d.A, case2d.y, SIGMA)
-    lap = -float(jnp.sum(case2d.A**2)) / SIGMA**2
-
-    def one(key):
-        return sample_afdps(
-            key,
-            case2d.score_fn,
-            case2d.sde,
-            prob.log_likelihood,
-            2,
-            H.N,
-            400,
-            laplacian_fn=lambda x: lap,
-            gaussian=(case2d.A, case2d.y, SIGMA),
-        )
-
-    res = jax.jit(jax.vmap(one))(jax.random.split(jax.random.PRNGKey(4), H.SEEDS))
-    return prob, res
-
-
-def test_afdps_matches_exact_posterior(afdps_run, H):
-    prob, res = afdps_run
-    s = H.summarise(prob.posterior, res.particles["x"])
-    assert np.all(np.abs(s.z) < H.Z_MAX), (s.frac, s.ref, s.z)
-    assert s.sw < H.SW_FACTOR * s.floor, (s.sw, s.floor)
-
-
-def _evidence_errors(case2d, prob, steps, num_particles, seeds):
+def _run(case2d, prob, steps, num_particles, seeds):
+    """AFDPS on the 2-d case for ``seeds`` keys (vmapped in one jit), exact Gaussian start."""
     lap = -float(jnp.sum(case2d.A**2)) / SIGMA**2
 
     def one(key):
@@ -54,10 +26,27 @@ def _evidence_errors(case2d, prob, steps, num_particles, seeds):
             steps,
             laplacian_fn=lambda x: lap,
             gaussian=(case2d.A, case2d.y, SIGMA),
-        ).log_evidence
+        )
 
-    keys = jax.random.split(jax.random.PRNGKey(4), seeds)
-    return np.asarray(jax.jit(jax.vmap(one))(keys), np.float64) - float(prob.log_evidence)
+    return jax.jit(jax.vmap(one))(jax.random.split(jax.random.PRNGKey(4), seeds))
+
+
+@pytest.fixture(scope="module")
+def afdps_run(case2d, H):
+    prob = gp.LinearGaussianGMMProblem(case2d.prior, case2d.A, case2d.y, SIGMA)
+    return prob, _run(case2d, prob, 400, H.N, H.SEEDS)
+
+
+def test_afdps_matches_exact_posterior(afdps_run, H):
+    prob, res = afdps_run
+    s = H.summarise(prob.posterior, res.particles["x"])
+    assert np.all(np.abs(s.z) < H.Z_MAX), (s.frac, s.ref, s.z)
+    assert s.sw < H.SW_FACTOR * s.floor, (s.sw, s.floor)
+
+
+def _evidence_errors(case2d, prob, steps, num_particles, seeds):
+    log_z = _run(case2d, prob, steps, num_particles, seeds).log_evidence
+    return np.asarray(log_z, np.float64) - float(prob.log_evidence)
 
 
 @pytest.mark.slow
