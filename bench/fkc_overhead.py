@@ -7,8 +7,11 @@ evaluations, ESS-triggered systematic resampling); the baseline is
 number of score evaluations). Target ratio: <= 1.2. A third row runs FKC with
 ``ess_threshold=0``: the weights and the engine's bookkeeping (normalisation, ESS, the
 resampling ``lax.cond``) without any resampling, to separate their cost from that of resampling.
+A fourth row decides on resampling only every ``--resample-every`` steps (one ``lax.cond`` and
+one batched normalisation per block of steps, :func:`inference.smc.engine.advance`).
 
     python bench/fkc_overhead.py [--particles 10000] [--steps 500] [--repeats 3] [--score neural]
+                                 [--resample-every 10]
 """
 
 from __future__ import annotations
@@ -50,6 +53,12 @@ def main(argv=None):
         default="exact",
         help="the exact four-mode GMM score, or the shipped neural four-mode toy model (MLP)",
     )
+    ap.add_argument(
+        "--resample-every",
+        type=int,
+        default=10,
+        help="steps per resampling decision in the fourth row",
+    )
     args = ap.parse_args(argv)
     if args.score == "neural":
         score, sde = load_toy2d(toy_path("four_modes"))
@@ -75,15 +84,21 @@ def main(argv=None):
     def weights_only(key):
         return fkc.fkc_sample(key, [score], [beta], sde, 2, n, steps, ess_threshold=0.0).samples
 
-    # interleave the three so that load from other processes hits them alike; keep the best
-    fns = {"plain": plain, "fkc": corrected, "weights_only": weights_only}
+    every = args.resample_every
+
+    @jax.jit
+    def blocked(key):
+        return fkc.fkc_sample(key, [score], [beta], sde, 2, n, steps, resample_every=every).samples
+
+    # interleave them so that load from other processes hits them alike; keep the best
+    fns = {"plain": plain, "fkc": corrected, "weights_only": weights_only, "blocked": blocked}
     for f in fns.values():
         jax.block_until_ready(f(jax.random.PRNGKey(0)))
     best = dict.fromkeys(fns, float("inf"))
     for i in range(args.repeats):
         for name, f in fns.items():
             best[name] = min(best[name], best_time(f, jax.random.PRNGKey(i), 1, warm=False))
-    t_plain, t_fkc, t_w = best["plain"], best["fkc"], best["weights_only"]
+    t_plain, t_fkc, t_w, t_b = best["plain"], best["fkc"], best["weights_only"], best["blocked"]
     print(
         f"device: {jax.devices()[0].platform}, score {args.score}, particles {n}, steps {steps}, "
         f"beta {beta}"
@@ -93,9 +108,11 @@ def main(argv=None):
     print(f"| reverse SDE (Euler-Maruyama, scaled score) | {t_plain:.3f} |")
     print(f"| FKC (engine, ESS<0.5 systematic) | {t_fkc:.3f} |")
     print(f"| FKC, never resampling (ess_threshold=0) | {t_w:.3f} |")
+    print(f"| FKC, deciding every {every} steps (resample_every={every}) | {t_b:.3f} |")
     print(
         f"ratio FKC / plain = {t_fkc / t_plain:.2f} (target <= 1.2); weights only: "
-        f"{t_w / t_plain:.2f} (the difference is the cost of resampling itself)"
+        f"{t_w / t_plain:.2f} (the difference is the cost of resampling itself); deciding "
+        f"every {every} steps: {t_b / t_plain:.2f}"
     )
     return t_fkc / t_plain
 

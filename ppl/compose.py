@@ -357,6 +357,7 @@ def sample_composition(
     grid: str = "uniform",
     progress_bar: bool = True,
     chunk_size: int | None = None,
+    resample_every: int = 1,
 ) -> CompositionSamples:
     """Sample a composition with FKC, or a superposition with SuperDiff.
 
@@ -380,6 +381,9 @@ def sample_composition(
             updates; the numbers do not depend on ``chunk_size``). Ctrl-C returns the
             particles reached so far with ``partial=True`` and a warning.
         chunk_size: steps per jitted chunk (default: a twentieth of the run with a bar).
+        resample_every: FKC decides whether to resample only every ``k`` steps (the weights
+            and ESS are still recorded at every step); fewer decisions cost less per step on
+            a GPU, more weight degeneracy between them.
 
     Exact noised log-densities are used for the initial weight when every component provides
     ``log_density(x, t)`` (e.g. :func:`models.gmm_targets.exact_prior`).
@@ -396,6 +400,7 @@ def sample_composition(
     if not callable(resampling):
         check_option("resampling", resampling, RESAMPLERS)
     ess_threshold = check_real("ess_threshold", ess_threshold, 0.0, 1.0)
+    resample_every = check_count("resample_every", resample_every)
     if isinstance(noise, str):
         check_option("noise", noise, ("target_score", "tempered"))
     else:
@@ -468,6 +473,7 @@ def sample_composition(
             grid=grid,
             log_q_T=log_q,
             resample_at_end=True,
+            resample_every=resample_every,
         )
         driven = drive_one(
             program,
@@ -476,7 +482,18 @@ def sample_composition(
             desc="fkc" if weighted else "heuristic",
             progress=progress_bar,
             chunk_size=chunk_size,
-            cache_key=("fkc", target, k, noise, resampling, ess_threshold, window, weighted, grid),
+            cache_key=(
+                "fkc",
+                target,
+                k,
+                noise,
+                resampling,
+                ess_threshold,
+                window,
+                weighted,
+                grid,
+                resample_every,
+            ),
         )
     res = _fkc.fkc_result(jax.tree.map(jnp.asarray, driven.result), weighted)
     if driven.interrupted:

@@ -86,8 +86,9 @@ def drive(
         num_particles: ``N`` (static).
         desc, unit: progress-bar text.
         progress: show a tqdm bar.
-        chunk_size: steps per jitted chunk (default :func:`default_chunk`); the last chunk
-            is padded with no-op steps, so one compiled chunk serves the whole run.
+        chunk_size: steps per jitted chunk (default :func:`default_chunk`), rounded up to a
+            multiple of the program's ``resample_every``; the last chunk is padded with no-op
+            steps, so one compiled chunk serves the whole run.
         checkpoint: a path; the state is written there after every chunk, and a run started
             with an existing file resumes from it (``settings`` must match).
         settings: JSON-able description of the run stored in (and checked against) the
@@ -105,8 +106,11 @@ def drive(
     """
     keys = jnp.asarray(keys)
     first_input = jax.tree.map(lambda a: a[0], run_inputs)
-    num_steps = int(make_program(first_input).num_steps)
+    first_program = make_program(first_input)
+    num_steps = int(first_program.num_steps)
+    every = int(first_program.resample_every)
     chunk = min(chunk_size or default_chunk(num_steps, progress), num_steps)
+    chunk = -(-chunk // every) * every  # whole blocks of resampling decisions
     masked = num_steps % chunk != 0
 
     compiled_key = None
@@ -194,6 +198,7 @@ def _compile(make_program, num_particles: int, num_steps: int, chunk: int, maske
                 p.ess_threshold,
                 p.rejuvenate,
                 p.summary_fn,
+                p.resample_every,
             )
 
         return mapped(one, keys, inputs, states)

@@ -19,6 +19,7 @@ in place of the intractable likelihood, which leaves the exact posterior invaria
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from functools import partial
 from typing import Any, NamedTuple
@@ -27,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from numpyro.distributions import biject_to
+from tqdm.auto import tqdm
 
 from inference.smc import engine as _engine
 from inference.smc import filters as _filters
@@ -34,6 +36,7 @@ from inference.smc import smoothing as _smoothing
 from inference.smc.resampling import RESAMPLERS
 from ppl.model import data_fingerprint
 from ppl.posterior import Posterior
+from ppl.smc_driver import PROGRESS_UPDATES
 from ppl.validation import check_callable, check_count, check_real, seed_key
 
 __all__ = ["StateSpaceModel", "FilterResult", "particle_filter", "pmmh"]
@@ -392,6 +395,8 @@ def pmmh(
     method: str = "bootstrap",
     resampling: str = "systematic",
     init_params: dict | None = None,
+    progress_bar: bool = True,
+    chunk_size: int | None = None,
 ) -> Posterior:
     """Particle marginal Metropolis-Hastings (Andrieu, Doucet & Holenstein 2010, Sec. 2.4).
 
@@ -405,7 +410,9 @@ def pmmh(
     where ``p^N(y | theta)`` is the particle filter's unbiased likelihood estimate, kept with
     the current state (never re-estimated), so the chain targets the exact posterior
     (Andrieu, Doucet & Holenstein 2010, Thm. 4; Chopin & Papaspiliopoulos 2020, ch. 16).
-    Chains are vmapped, iterations a ``lax.scan``.
+    Chains are vmapped, iterations a ``lax.scan`` run in jitted chunks between progress-bar
+    updates (iteration ``i`` of a chain uses the ``i``-th of keys drawn up front, so the numbers
+    do not depend on ``chunk_size``).
 
     Args:
         ssm_builder: ``ssm_builder(params: dict) -> StateSpaceModel``; must be traceable.
@@ -421,6 +428,11 @@ def pmmh(
         method, resampling: of the particle filter.
         init_params: dict of initial (constrained) values shared by all chains; default,
             independent prior draws.
+        progress_bar: tqdm bar over the iterations with the acceptance rate so far. Ctrl-C
+            after the warm-up returns the draws completed so far (``attrs["partial"]``) with
+            a warning.
+        chunk_size: iterations per jitted chunk (default: a twentieth of the run with a bar,
+            the whole run without one).
 
     Returns:
         A :class:`~ppl.posterior.Posterior`: ``samples[name]`` shaped ``(chains, num_samples,
@@ -436,6 +448,8 @@ def pmmh(
     for arg, v in (("num_samples", num_samples), ("chains", chains), ("particles", particles)):
         check_count(f"pmmh: `{arg}`", v)
     check_count("pmmh: `num_warmup`", num_warmup, minimum=0)
+    if chunk_size is not None:
+        check_count("pmmh: `chunk_size`", chunk_size)
     key = seed_key(seed)
     if init_params is not None and not isinstance(init_params, dict):
         raise TypeError(f"pmmh: `init_params` must be a dict or None, got {init_params!r}")
@@ -521,28 +535,42 @@ def pmmh(
         return jnp.where(jnp.isnan(ll), -jnp.inf, ll)
 
     total = int(num_warmup) + int(num_samples)
+    # Iteration 0 only evaluates the starting point (one compiled filter serves all).
+    iterations = total + 1
+    chunk = min(
+        chunk_size or (-(-iterations // PROGRESS_UPDATES) if progress_bar else iterations),
+        iterations,
+    )
+    num_chunks = -(-iterations // chunk)
 
-    def chain(key, z0):
-        k0, k_run = jax.random.split(key)
-        lp0 = log_prior(z0)
-        ll0 = log_lik(k0, z0)
+    def start(key, z0):
+        """The chain's carry before iteration 0 and the keys of all iterations, padded with
+        unused keys to whole chunks (the padding iterations' draws are dropped)."""
+        keys = jax.random.split(key, iterations)
+        keys = jnp.concatenate([keys, jnp.repeat(keys[-1:], num_chunks * chunk - iterations, 0)])
+        minus_inf = jnp.full((), -jnp.inf, z0.dtype)
+        return (z0, minus_inf, minus_inf), keys.reshape(num_chunks, chunk, *keys.shape[1:])
 
-        def body(carry, k):
+    def run_chunk(carry, keys, first_iteration):
+        def body(carry, step):
+            k, i = step
             z, lp, ll = carry
             k_prop, k_pf, k_acc = jax.random.split(k, 3)
-            z_new = z + chol @ jax.random.normal(k_prop, (dim,), z.dtype)
+            jump = chol @ jax.random.normal(k_prop, (dim,), z.dtype)
+            z_new = z + jnp.where(i == 0, 0.0, jump)  # iteration 0: the starting point
             lp_new = log_prior(z_new)
             ll_new = jnp.where(jnp.isfinite(lp_new), log_lik(k_pf, z_new), -jnp.inf)
             log_ratio = (lp_new + ll_new) - (lp + ll)
             log_ratio = jnp.where(jnp.isnan(log_ratio), -jnp.inf, log_ratio)
             accept = jnp.log(jax.random.uniform(k_acc, (), z.dtype)) < log_ratio
+            accept = accept | (i == 0)
             z = jnp.where(accept, z_new, z)
             lp = jnp.where(accept, lp_new, lp)
             ll = jnp.where(accept, ll_new, ll)
             return (z, lp, ll), (z, ll, accept)
 
-        _, (zs, lls, acc) = jax.lax.scan(body, (z0, lp0, ll0), jax.random.split(k_run, total))
-        return zs, lls, acc
+        index = first_iteration + jnp.arange(chunk)
+        return jax.lax.scan(body, carry, (keys, index))
 
     k_init, k_chains = jax.random.split(key)
     if init_params is None:
@@ -567,18 +595,47 @@ def pmmh(
     # (the keys and starting points are inputs), so another seed compiles nothing.
     fingerprint = data_fingerprint((np.asarray(chol),), {"ys": ys_np})
     cache_key = (ssm_builder, tuple((k, prior[k]) for k in names), fingerprint, method)
-    cache_key += (resampling, int(particles), total)
-    run_chains = _PMMH_PROGRAMS.get(cache_key)
-    if run_chains is None:
-        run_chains = _PMMH_PROGRAMS[cache_key] = jax.jit(jax.vmap(chain))
+    cache_key += (resampling, int(particles), total, chunk)
+    programs = _PMMH_PROGRAMS.get(cache_key)
+    if programs is None:
+        programs = _PMMH_PROGRAMS[cache_key] = (
+            jax.jit(jax.vmap(start)),
+            jax.jit(jax.vmap(run_chunk, in_axes=(0, 0, None))),
+        )
         while len(_PMMH_PROGRAMS) > MAX_CACHED_PROGRAMS:
             _PMMH_PROGRAMS.pop(next(iter(_PMMH_PROGRAMS)))
-    zs, lls, acc = run_chains(jax.random.split(k_chains, chains), z0)
-    zs, lls, acc = zs[:, num_warmup:], lls[:, num_warmup:], acc[:, num_warmup:]
+    start_chains, run_chunks = programs
+    carry, keys = start_chains(jax.random.split(k_chains, chains), z0)
+    outputs, done, interrupted = [], 0, False
+    bar = tqdm(total=total, desc="pmmh", unit="it", disable=not progress_bar, dynamic_ncols=True)
+    try:
+        for c in range(num_chunks):
+            carry, out = run_chunks(carry, keys[:, c], c * chunk)
+            lo, hi = (1, chunk) if c == 0 else (0, min(chunk, iterations - c * chunk))
+            outputs.append(jax.tree.map(lambda a, lo=lo, hi=hi: np.asarray(a)[:, lo:hi], out))
+            done += hi - lo
+            bar.update(hi - lo)
+            accepted = np.concatenate([o[2] for o in outputs], axis=1)
+            bar.set_postfix(acceptance=f"{accepted.mean():.2f}", refresh=False)
+    except KeyboardInterrupt:
+        if done <= num_warmup:
+            raise
+        interrupted = True
+        warnings.warn(
+            f"pmmh interrupted after {done} of {total} iterations: returning the "
+            f"{done - num_warmup} draws per chain completed so far (partial=True)",
+            stacklevel=2,
+        )
+    finally:
+        bar.close()
+    zs, lls, acc = (
+        np.concatenate(parts, axis=1)[:, num_warmup:] for parts in zip(*outputs, strict=True)
+    )
+    num_draws = zs.shape[1]
     flat = jax.vmap(jax.vmap(unflatten))(zs)
     samples = {
         k: np.asarray(jax.vmap(jax.vmap(transforms[k]))(flat[k])).reshape(
-            (chains, int(num_samples), *shapes[k])
+            (chains, num_draws, *shapes[k])
         )
         for k in names
     }
@@ -588,5 +645,5 @@ def pmmh(
             "acceptance_rate": np.asarray(jnp.mean(acc, axis=1)),
             "log_likelihood_estimate": np.asarray(lls),
         },
-        attrs={"method": f"pmmh/{method}", "particles": int(particles)},
+        attrs={"method": f"pmmh/{method}", "particles": int(particles), "partial": interrupted},
     )

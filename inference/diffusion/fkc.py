@@ -52,16 +52,17 @@ constant ``log int prod_i p_T^{c_i}`` (the usual approximation: for VP ``alpha_{
 
 **Resampling** is the engine's (:func:`inference.smc.engine.run`): any resampler, adaptive on
 ``ESS < ess_threshold N`` (``1.0``: every step as in the FKC paper; ``0.0``: never, i.e. plain
-importance weights). Optional *active window* ``[tau_min, tau_max]`` (FKC Sec. 4: "resample
-only within an active interval"): the log-weight increment of step ``k`` is handed to the
-engine only if ``tau_k`` lies in the window; increments of steps outside are *held* per particle
-(they travel with it through resampling) and handed over at the first step inside the window or
-at the last step. Hence no resampling is triggered by weights accumulated outside the window
-(outside it the engine sees uniform weights: adaptive resampling never fires; with
-``ess_threshold >= 1`` systematic resampling of uniform weights is the identity), yet the final
-weights and the evidence are those of the full FK model (same product of potentials along every
-path), so the final target is unchanged. The paper's code instead *zeroes* the weights outside
-the interval, which changes the target; that is not what is done here.
+importance weights), decided every step or, with ``resample_every=k``, every ``k`` steps (the
+weights of the steps in between still recorded). Optional *active window* ``[tau_min, tau_max]``
+(FKC Sec. 4: "resample only within an active interval"): the log-weight increment of step ``k``
+is handed to the engine only if ``tau_k`` lies in the window; increments of steps outside are
+*held* per particle (they travel with it through resampling) and handed over at the first step
+inside the window or at the last step. Hence no resampling is triggered by weights accumulated
+outside the window (outside it the engine sees uniform weights: adaptive resampling never fires;
+with ``ess_threshold >= 1`` systematic resampling of uniform weights is the identity), yet the
+final weights and the evidence are those of the full FK model (same product of potentials along
+every path), so the final target is unchanged. The paper's code instead *zeroes* the weights
+outside the interval, which changes the target; that is not what is done here.
 """
 
 from __future__ import annotations
@@ -314,6 +315,7 @@ def fkc_program(
     log_q_T: Sequence[Callable] | None = None,
     resample_at_end: bool = False,
     denoise: bool = True,
+    resample_every: int = 1,
 ) -> engine.Program:
     """FKC for ``pi propto prod_i q^i^{c_i}`` as an engine program (see :func:`fkc_sample`)."""
     if window is not None:
@@ -330,6 +332,7 @@ def fkc_program(
         resampling=resampling,
         ess_threshold=ess_threshold if weighted else 0.0,
         resample_at_end=resample_at_end and weighted,
+        resample_every=resample_every,
     )
 
 
@@ -354,8 +357,9 @@ def fkc_sample(
     """Sample ``pi propto prod_i q^i^{c_i}`` with FKC: one :func:`engine.run` call (a ``lax.scan``).
 
     ``options`` are those of :func:`fkc_program`: ``noise`` and ``beta`` choose ``zeta``
-    (:func:`noise_factor`); ``resampling``, ``ess_threshold`` and ``resample_at_end`` go to the
-    engine (``ess_threshold=1.0`` resamples every step as in the FKC paper); ``window`` is the
+    (:func:`noise_factor`); ``resampling``, ``ess_threshold``, ``resample_every`` and
+    ``resample_at_end`` go to the engine (``ess_threshold=1.0`` resamples every step as in the
+    FKC paper; ``resample_every=k`` decides only every ``k`` steps); ``window`` is the
     active window; ``grid`` is the time grid kind of :func:`samplers.time_grid`; the others as
     in :func:`fkc_feynman_kac`. jit/vmap-able in ``key`` (``num_particles``, ``steps`` static).
     """

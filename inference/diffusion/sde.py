@@ -187,37 +187,16 @@ class VPSDE(SDE):
 
 
 @dataclass(frozen=True)
-class SubVPSDE(SDE):
+class SubVPSDE(VPSDE):
     """Sub-VP SDE, ``dx = -beta(t)/2 x dt + sqrt(beta(t) (1 - exp(-2 B(t)))) dW``.
 
     Song et al. 2021, eq. 12; ``alpha_t = exp(-B/2)``, ``sigma_t = 1 - exp(-B)`` (eq. 29), whose
-    variance is below the VP one at every t. Reference ``N(0, I)``.
+    variance is below the VP one at every t. Reference ``N(0, I)``. The schedule, times, drift
+    and mean are those of :class:`VPSDE`; the noise differs.
     """
-
-    beta_min: float = 0.1
-    beta_max: float = 20.0
-    T: float = 1.0
-    eps: float = 1e-3
-
-    @property
-    def t_min(self) -> float:
-        return self.eps
-
-    @property
-    def t_max(self) -> float:
-        return self.T
-
-    def beta(self, t) -> Array:
-        return self.beta_min + jnp.asarray(t) * (self.beta_max - self.beta_min)
-
-    def marginal_mean_coeff(self, t) -> Array:
-        return jnp.exp(-0.5 * _vp_B(self.beta_min, self.beta_max, t))
 
     def marginal_std(self, t) -> Array:
         return -jnp.expm1(-_vp_B(self.beta_min, self.beta_max, t))
-
-    def drift_coeff(self, t) -> Array:
-        return -0.5 * self.beta(t)
 
     def diffusion(self, t) -> Array:
         b = _vp_B(self.beta_min, self.beta_max, t)
@@ -229,10 +208,6 @@ class SubVPSDE(SDE):
     def time_of_noise_level(self, s) -> Array:
         b = 2.0 * jnp.arcsinh(0.5 * jnp.asarray(s))
         return _vp_inverse_B(self.beta_min, self.beta_max, b)
-
-    @property
-    def prior_std(self) -> float:
-        return 1.0
 
 
 @dataclass(frozen=True)

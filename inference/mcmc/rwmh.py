@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from jax import Array
 
 from inference.mcmc import metrics
-from inference.mcmc.base import Info, State
+from inference.mcmc.base import Info, State, metropolis_hastings
 
 
 def _propose(key, state: State, logdensity_fn, step_size, inverse_mass_matrix):
@@ -38,15 +38,6 @@ def step(
     key: Array, state: State, logdensity_fn, step_size, inverse_mass_matrix: Array
 ) -> tuple[State, Info]:
     """One random-walk Metropolis transition; ``n_steps`` = 1 density evaluation."""
-    key_prop, key_accept = jax.random.split(key)
-    proposal, log_ratio = _propose(key_prop, state, logdensity_fn, step_size, inverse_mass_matrix)
-    accept = jnp.log(jax.random.uniform(key_accept, dtype=log_ratio.dtype)) < log_ratio
-    new_state = jax.tree.map(lambda a, b: jnp.where(accept, a, b), proposal, state)
-    info = Info(
-        acceptance_rate=jnp.exp(jnp.minimum(log_ratio, 0.0)),
-        diverging=jnp.zeros((), bool),
-        energy=-new_state.logdensity,
-        n_steps=jnp.ones((), jnp.int32),
-        tree_depth=jnp.zeros((), jnp.int32),
+    return metropolis_hastings(
+        key, state, lambda k, s: _propose(k, s, logdensity_fn, step_size, inverse_mass_matrix)
     )
-    return new_state, info

@@ -28,7 +28,8 @@ after resampling). The normalising constant is estimated by
 
 (Chopin & Papaspiliopoulos 2020, eq. (10.4) and Sec. 10.2, Prop. 16.3), with ``W_{-1}`` the
 normalised initial weights. It is unbiased for ``Z_T`` whatever the resampling decisions
-(Del Moral 2004, Thm. 7.4.2). Every sum is a log-sum-exp, so the estimate stays finite when
+(Del Moral 2004, Thm. 7.4.2); so is the option of deciding only every ``k`` steps
+(``resample_every``). Every sum is a log-sum-exp, so the estimate stays finite when
 all but one weight underflow.
 
 Numerical failure: a ``NaN`` log-weight counts as weight zero (``-inf``). If at some step
@@ -256,14 +257,34 @@ def advance(
     ess_threshold: float = 0.5,
     rejuvenate: Callable[[Array, PyTree, Array], PyTree] | None = None,
     summary_fn: Callable[[PyTree, Array, PyTree], PyTree] | None = None,
+    resample_every: int = 1,
 ) -> tuple[SMCState, StepRecord]:
-    """Steps ``first_step, ..., first_step + length - 1`` of :func:`run` (one ``lax.scan``).
+    """Steps ``first_step, ..., first_step + length - 1`` of :func:`run` (one ``lax.scan`` over
+    blocks of steps).
 
     ``key`` is the run's key (the same for every chunk); ``first_step`` may be traced,
-    ``length`` is static. If ``num_steps`` is given, steps ``t >= num_steps`` leave the state
-    unchanged (so one compiled chunk length serves a run whose length it does not divide);
-    their records are padding for the caller to drop. Other arguments as in :func:`run`.
+    ``length`` is static and a multiple of ``resample_every`` (so chunks starting at multiples
+    of the chunk length keep the decisions at ``t = 0, k, 2k, ...``). If ``num_steps`` is
+    given, steps ``t >= num_steps`` leave the state unchanged (so one compiled chunk length
+    serves a run whose length it does not divide); their records are padding for the caller to
+    drop. Other arguments as in :func:`run`.
+
+    The loop runs over blocks of ``k = resample_every`` steps. A block starts with the
+    resampling decision (and rejuvenation), then moves the particles ``k`` times while adding
+    up the log-potentials, ``log w_{t+j} = log W_{t-1} + sum_{i<=j} log G_{t+i}``, and
+    normalises all ``k`` rows at once after the block (one batched pass): the weights, ESS
+    and evidence of every step are those of :func:`run` with ``resample_every=1`` and the
+    same resampling decisions, but the decision (a ``lax.cond``, on a GPU a device-to-host
+    synchronisation) and the normalisation kernels occur once per block. If every weight
+    vanishes inside a block, the remaining steps of the block record ``-inf`` increments and
+    zero ESS, and the weights are reset to uniform at the end of the block.
     """
+    k = int(resample_every)
+    if k < 1 or length % k:
+        raise ValueError(
+            f"resample_every must be a positive divisor of the chunk length {length}; got "
+            f"{resample_every}"
+        )
     resampler = get_resampler(resampling)
     key_steps = _keys(key)[1]
     n = state.log_W.shape[0]
@@ -274,17 +295,32 @@ def advance(
     identity = jnp.arange(n, dtype=jnp.int32)
     uniform = -jnp.log(n).astype(dtype)
 
-    def body(state, step):
-        t, (k_res, k_rej, k_step) = step
+    def move(particles, step):
+        t, k_step = step
+        t_model = t if num_steps is None else jnp.minimum(t, num_steps - 1)
+        new, log_g, aux = fk.step(k_step, particles, t_model)
+        log_g = _clean(jnp.broadcast_to(jnp.asarray(log_g, dtype), (n,)))
+        if num_steps is not None:
+            # Past the end: keep the particles, no weight (the record is padding). A select,
+            # not a cond: no branch decision per step.
+            valid = t < num_steps
+            new = jax.tree.map(lambda a, b: jnp.where(valid, a, b), new, particles)
+            log_g = jnp.where(valid, log_g, 0.0)
+        return new, (log_g, aux, new if summary_fn is not None else None)
+
+    def block(state, steps):
+        ts, (k_res, k_rej, k_step) = steps
         particles, log_W, log_z, failed, failed_step, ess_W = state
 
         do_resample = jnp.logical_or(ess_W < threshold, always)
+        if num_steps is not None:
+            do_resample = jnp.logical_and(do_resample, ts[0] < num_steps)
 
         def _resample(args):
             parts, lw = args
-            new, anc = resample_particles(k_res, parts, lw, resampler)
+            new, anc = resample_particles(k_res[0], parts, lw, resampler)
             if rejuvenate is not None:
-                new = rejuvenate(k_rej, new, t)
+                new = rejuvenate(k_rej[0], new, ts[0])
             return new, jnp.full_like(lw, uniform), anc
 
         def _keep(args):
@@ -294,32 +330,54 @@ def advance(
         particles, log_W, ancestors = jax.lax.cond(
             do_resample, _resample, _keep, (particles, log_W)
         )
-        particles, log_g, aux = fk.step(k_step, particles, t)
-        log_g = jnp.broadcast_to(jnp.asarray(log_g, dtype), (n,))
-        log_w = log_W + _clean(log_g)
-        new_log_W, increment, ok, new_ess = normalize_with_ess(log_w)
-        increment = jnp.where(ok, increment, -jnp.inf)
-        log_z = log_z + increment
-        step_ess = jnp.where(ok, new_ess, 0.0)
-        newly_failed = jnp.logical_and(jnp.logical_not(ok), jnp.logical_not(failed))
-        failed_step = jnp.where(newly_failed, t, failed_step)
-        failed = jnp.logical_or(failed, jnp.logical_not(ok))
-        summary = None if summary_fn is None else summary_fn(particles, new_log_W, aux)
-        record = StepRecord(ancestors, step_ess, do_resample, increment, log_z, aux, summary)
-        return SMCState(particles, new_log_W, log_z, failed, failed_step, new_ess), record
-
-    def masked_body(state, step):
-        # Past the end: keep the state, emit a record of the right structure (discarded).
-        t, keys = step
-        new, record = body(state, (jnp.minimum(t, num_steps - 1), keys))
-        return jax.lax.cond(t < num_steps, lambda: (new, record), lambda: (state, record))
+        particles, (log_g, aux, history) = jax.lax.scan(move, particles, (ts, k_step))
+        # (k, N) unnormalised log-weights after each step of the block, normalised row-wise.
+        log_w = _clean(log_W + jnp.cumsum(log_g, axis=0))
+        rows_log_W, rows_lse, rows_ok, rows_ess = jax.vmap(normalize_with_ess)(log_w)
+        # A failed row stays failed for the rest of the block (its weights are not reset).
+        ok = jnp.cumsum(jnp.logical_not(rows_ok)) == 0
+        lse_before = jnp.concatenate([jnp.zeros((1,), dtype), rows_lse[:-1]])
+        increments = jnp.where(ok, rows_lse - jnp.where(ok, lse_before, 0.0), -jnp.inf)
+        running = log_z + jnp.where(ok, rows_lse, -jnp.inf)
+        step_ess = jnp.where(ok, rows_ess, 0.0)
+        # The state after the block is that of its last step before num_steps (padding steps
+        # leave it exactly unchanged, so chunking does not change a single bit).
+        if num_steps is None:
+            last, in_run = k - 1, True
+        else:
+            valid_steps = jnp.clip(num_steps - ts[0], 0, k)
+            last, in_run = jnp.maximum(valid_steps - 1, 0), valid_steps > 0
+        newly_failed = jnp.logical_not(ok[last]) & jnp.logical_not(failed) & in_run
+        failed_step = jnp.where(newly_failed, ts[jnp.argmin(ok)], failed_step)
+        failed = failed | newly_failed
+        summaries = None if summary_fn is None else jax.vmap(summary_fn)(history, rows_log_W, aux)
+        record = StepRecord(
+            ancestors=jnp.broadcast_to(identity, (k, n)).at[0].set(ancestors),
+            ess=step_ess,
+            resampled=jnp.zeros((k,), bool).at[0].set(do_resample),
+            log_evidence_increments=increments,
+            log_evidence_running=running,
+            aux=aux,
+            summaries=summaries,
+        )
+        new_state = SMCState(
+            particles,
+            jnp.where(in_run, rows_log_W[last], log_W),
+            jnp.where(in_run, running[last], log_z),
+            failed,
+            failed_step,
+            jnp.where(in_run, rows_ess[last], ess_W),
+        )
+        return new_state, record
 
     steps = jnp.asarray(first_step, jnp.int32) + jnp.arange(length, dtype=jnp.int32)
     # The (resample, rejuvenate, move) keys of step t are split from fold_in(key_steps, t);
     # drawn for the whole chunk at once, outside the loop.
     step_keys = jax.vmap(lambda t: jax.random.split(jax.random.fold_in(key_steps, t), 3))(steps)
     xs = (steps, (step_keys[:, 0], step_keys[:, 1], step_keys[:, 2]))
-    return jax.lax.scan(body if num_steps is None else masked_body, state, xs)
+    blocks = jax.tree.map(lambda a: a.reshape(length // k, k, *a.shape[1:]), xs)
+    state, records = jax.lax.scan(block, state, blocks)
+    return state, jax.tree.map(lambda a: a.reshape(length, *a.shape[2:]), records)
 
 
 def finish(
@@ -355,6 +413,7 @@ def run(
     rejuvenate: Callable[[Array, PyTree, Array], PyTree] | None = None,
     resample_at_end: bool = False,
     summary_fn: Callable[[PyTree, Array, PyTree], PyTree] | None = None,
+    resample_every: int = 1,
 ) -> SMCResult:
     """Run adaptive-resampling SMC on a Feynman-Kac model for ``num_steps`` steps.
 
@@ -386,14 +445,34 @@ def run(
         summary_fn: optional ``summary_fn(particles, log_W_t, aux) -> pytree`` evaluated after
             each step's reweighting (e.g. weighted means, or the particles themselves to keep
             the history); stacked into ``SMCResult.summaries``.
+        resample_every: ``k``; step 1 (the resampling decision and rejuvenation) happens only
+            at steps ``t = 0, k, 2k, ...``; every step's weights, ESS and evidence are still
+            recorded. Deciding only at fixed times keeps the estimate unbiased (Del Moral
+            2004, Thm. 7.4.2). A larger ``k`` saves the per-step decision and normalisation
+            (see :func:`advance`) at the price of more weight degeneracy between decisions.
 
     Returns:
         An :class:`SMCResult`; the whole run is a single ``lax.scan`` and is jit/vmap-able.
     """
+    if int(resample_every) != resample_every or resample_every < 1:
+        raise ValueError(f"resample_every must be a positive integer; got {resample_every!r}")
     state = start(key, fk, num_particles, num_steps)
+    # A length that resample_every does not divide runs padded with no-op steps.
+    length = -(-num_steps // resample_every) * resample_every
     state, records = advance(
-        key, fk, state, 0, num_steps, None, resampling, ess_threshold, rejuvenate, summary_fn
+        key,
+        fk,
+        state,
+        0,
+        length,
+        None if length == num_steps else num_steps,
+        resampling,
+        ess_threshold,
+        rejuvenate,
+        summary_fn,
+        resample_every,
     )
+    records = jax.tree.map(lambda a: a[:num_steps], records)
     return finish(key, state, records, resampling, resample_at_end)
 
 
@@ -413,6 +492,7 @@ class Program(NamedTuple):
     rejuvenate: Callable[[Array, PyTree, Array], PyTree] | None = None
     resample_at_end: bool = False
     summary_fn: Callable[[PyTree, Array, PyTree], PyTree] | None = None
+    resample_every: int = 1
 
 
 def run_program(key: Array, program: Program, num_particles: int) -> SMCResult:
@@ -428,6 +508,7 @@ def run_program(key: Array, program: Program, num_particles: int) -> SMCResult:
         p.rejuvenate,
         p.resample_at_end,
         p.summary_fn,
+        p.resample_every,
     )
 
 

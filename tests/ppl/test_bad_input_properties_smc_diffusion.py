@@ -416,6 +416,7 @@ SAMPLE_BAD = {
     "method": ["ddim", "langevin", 3],
     "resampling": ["sys", None, 1],
     "ess_threshold": bad_reals01,
+    "resample_every": bad_counts,
     "noise": ["gaussian", None, 0, -1.0, float("nan")],
     "window": [(0.5, 0.2), (-0.1, 0.5), (0.0, 1.5), (np.nan, 1.0), (0.1,), "all", 0.5],
     "grid": ["log", 2],  # None means the default

@@ -88,7 +88,7 @@ def test_a_second_call_reuses_the_compiled_program(reference):
     assert not np.array_equal(again.samples["w"], reference.samples["w"])
 
 
-def _random_walk_program(num_steps):
+def _random_walk_program(num_steps, resample_every=1):
     """A toy Feynman-Kac model: Gaussian random walk with potential N(x; 0, 1)."""
 
     def init(key, n):
@@ -98,12 +98,15 @@ def _random_walk_program(num_steps):
         x = x + 0.3 * jax.random.normal(key, x.shape)
         return x, -0.5 * x**2, ()
 
-    return engine.Program(engine.FeynmanKac(init, step), num_steps, ess_threshold=0.5)
+    return engine.Program(
+        engine.FeynmanKac(init, step), num_steps, ess_threshold=0.5, resample_every=resample_every
+    )
 
 
-@pytest.mark.parametrize("chunk", [3, 10])  # several padded chunks; one whole chunk
-def test_driver_matches_one_scan_for_any_chunk_size(chunk):
-    program = _random_walk_program(10)
+# several padded chunks; one whole chunk; chunks rounded up to whole blocks of 3 decisions
+@pytest.mark.parametrize("chunk,every", [(3, 1), (10, 1), (4, 3)])
+def test_driver_matches_one_scan_for_any_chunk_size(chunk, every):
+    program = _random_walk_program(10, every)
     key = jax.random.PRNGKey(2)
     one_scan = engine.run_program(key, program, 64)
     driven = driver_module.drive_one(program, key, 64, progress=False, chunk_size=chunk)
@@ -111,6 +114,9 @@ def test_driver_matches_one_scan_for_any_chunk_size(chunk):
     np.testing.assert_array_equal(driven.result.particles, one_scan.particles)
     np.testing.assert_array_equal(driven.result.ancestors, one_scan.ancestors)
     np.testing.assert_allclose(driven.result.log_evidence, one_scan.log_evidence, rtol=0, atol=0)
+    np.testing.assert_array_equal(driven.result.resampled, one_scan.resampled)
+    if every > 1:
+        assert not np.any(one_scan.resampled[np.arange(10) % every != 0])
 
 
 @pytest.fixture(scope="module")
@@ -127,9 +133,11 @@ def annealed():
 FKC_KWARGS = dict(num_samples=128, steps=20, seed=1)
 
 
-def test_fkc_numbers_do_not_depend_on_the_chunk_size(annealed):
-    whole = ppl.sample_diffusion(annealed, progress_bar=False, **FKC_KWARGS)
-    chunked = ppl.sample_diffusion(annealed, progress_bar=False, chunk_size=6, **FKC_KWARGS)
+@pytest.mark.parametrize("every", [1, 4])  # with 4 the chunks are rounded up to 8 steps
+def test_fkc_numbers_do_not_depend_on_the_chunk_size(annealed, every):
+    kwargs = dict(progress_bar=False, resample_every=every, **FKC_KWARGS)
+    whole = ppl.sample_diffusion(annealed, **kwargs)
+    chunked = ppl.sample_diffusion(annealed, chunk_size=6, **kwargs)
     np.testing.assert_array_equal(chunked.samples, whole.samples)
     assert chunked.log_normalizer == whole.log_normalizer and not chunked.partial
 

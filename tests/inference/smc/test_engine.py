@@ -314,3 +314,86 @@ def test_float64_exact_static_model():
         )
         assert res.log_evidence.dtype == jnp.float64
         assert abs(float(res.log_evidence) - exact_log_evidence(ys)) < 0.05
+
+
+def _moving_fk():
+    """Random-walk moves with Gaussian potentials, so that particles and weights both change."""
+
+    def init(key, n):
+        return jax.random.normal(key, (n,)), jnp.zeros(n)
+
+    def step(key, x, t):
+        x = x + 0.5 * jax.random.normal(key, x.shape)
+        return x, -0.5 * (x - jnp.asarray(YS)[t]) ** 2, {"t": t}
+
+    return FeynmanKac(init, step)
+
+
+def _weighted_mean(particles, log_W, aux):
+    return jnp.sum(jnp.exp(log_W) * particles)
+
+
+@pytest.mark.parametrize("every", [3, 5])  # 3 does not divide T = 10: a padded last block
+def test_resample_every_records_every_step_as_the_one_step_loop(every):
+    """Without resampling, deciding every k steps changes nothing: the block loop's batched
+    normalisation gives the particles, weights, ESS, evidence and summaries of the per-step
+    loop at every step."""
+    fk, key = _moving_fk(), jax.random.key(5)
+    kwargs = dict(ess_threshold=0.0, summary_fn=_weighted_mean)
+    one = run(key, fk, 64, T, **kwargs)
+    block = run(key, fk, 64, T, resample_every=every, **kwargs)
+    np.testing.assert_array_equal(block.particles, one.particles)
+    for field in ("log_weights", "ess", "log_evidence_increments", "log_evidence_running"):
+        np.testing.assert_allclose(getattr(block, field), getattr(one, field), rtol=2e-5, atol=2e-5)
+    np.testing.assert_allclose(block.summaries, one.summaries, rtol=2e-5, atol=2e-5)
+    np.testing.assert_array_equal(block.aux["t"], np.arange(T))
+    assert block.ess.shape == (T,) and block.ancestors.shape == (T, 64)
+    np.testing.assert_array_equal(block.ancestors, one.ancestors)
+
+
+def test_resample_every_decides_only_at_block_starts():
+    """With ``ess_threshold=1`` and ``k = 3``: resampled exactly at t = 0, 3, 6, 9, identity
+    ancestors elsewhere; the constant-potential identity Z^N = mean(w_0) prod c_t still holds."""
+    fk = FeynmanKac(_const_init, _const_step)
+    res = run(jax.random.key(0), fk, 8, 7, ess_threshold=1.0, resample_every=3)
+    np.testing.assert_array_equal(res.resampled, np.arange(7) % 3 == 0)
+    np.testing.assert_array_equal(
+        res.ancestors[np.arange(7) % 3 != 0], np.tile(np.arange(8), (4, 1))
+    )
+    expected = np.log(np.mean(np.arange(1.0, 9.0))) + np.cumsum(np.asarray(_C))
+    np.testing.assert_allclose(res.log_evidence_running, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_resample_every_log_evidence_unbiased():
+    exact = exact_log_evidence()
+    runs = jax.jit(
+        jax.vmap(
+            lambda k: (
+                run(
+                    k, static_fk(), 200, T, rejuvenate=gibbs_rejuvenate(), resample_every=3
+                ).log_evidence
+            )
+        )
+    )
+    log_z = np.asarray(runs(jax.random.split(jax.random.key(2), 400)))
+    mean, se = _z_test_unbiased(log_z, exact)
+    assert abs(2 * mean - 1.0) > 4 * se and abs(0.5 * mean - 1.0) > 4 * se
+
+
+def test_resample_every_all_weights_zero_inside_a_block_is_flagged():
+    def step(key, x, t):
+        return x, jnp.where(t == 3, -jnp.inf, -0.5 * x**2), ()
+
+    res = run(jax.random.key(0), FeynmanKac(_bad_init, step), 32, 6, resample_every=4)
+    assert bool(res.failed) and int(res.failed_step) == 3
+    assert np.all(np.isneginf(res.log_evidence_running[3:]))
+    assert np.all(np.isfinite(res.log_evidence_running[:3]))
+    assert not np.any(np.isnan(res.log_weights))
+    with pytest.raises(FloatingPointError, match="t=3"):
+        check(res)
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5])
+def test_resample_every_must_be_a_positive_integer(bad):
+    with pytest.raises(ValueError, match="resample_every must be a positive integer"):
+        run(jax.random.key(0), static_fk(), 8, 4, resample_every=bad)
