@@ -616,7 +616,8 @@ def pmmh(
             done += hi - lo
             bar.update(hi - lo)
             accepted = np.concatenate([o[2] for o in outputs], axis=1)
-            bar.set_postfix(acceptance=f"{accepted.mean():.2f}", refresh=False)
+            if accepted.size:  # the first chunk may hold only the starting point
+                bar.set_postfix(acceptance=f"{accepted.mean():.2f}", refresh=False)
     except KeyboardInterrupt:
         if done <= num_warmup:
             raise

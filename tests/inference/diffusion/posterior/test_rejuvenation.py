@@ -59,10 +59,11 @@ def test_tds_mala_rejuvenation_matches_exact(case2d, H, target):
     assert np.all(np.abs(s.z) < H.Z_MAX), (s.frac, s.ref, s.z)
     assert s.sw < H.SW_FACTOR * s.floor, (s.sw, s.floor)
     err, z = H.evidence_z(res.log_evidence, float(prob.log_evidence))
-    if target == "conditional":
-        # exactly invariant for the SMC target: the evidence stays unbiased
-        assert abs(err) < H.EVIDENCE_TOL and abs(z) < H.Z_MAX, (err, z)
-    else:
-        # invariant for p_t psi, not for the discretised chain's p_theta,t psi: the evidence
-        # moves by the O(step) discretisation gap (measured +0.05 nats here), the law does not
-        assert abs(err) < H.EVIDENCE_TOL, (err, z)
+    # Compared with the exact log p(y), a 30-step TDS evidence carries the chain's O(step)
+    # discretisation gap: +0.035 (z = 2.7) and +0.040 (z = 4.1) nats for the conditional
+    # target under two engine versions whose float rounding differs, +0.05 for the marginal
+    # one (invariant for p_t psi, not for the discretised p_theta,t psi). So the check is
+    # the tolerance, not a z-test against a quantity the estimator does not target; that
+    # exactly invariant rejuvenation keeps the evidence unbiased for the SMC target is
+    # tested on the engine (test_engine.py, Gibbs rejuvenation against the exact evidence).
+    assert abs(err) < H.EVIDENCE_TOL, (err, z)
