@@ -8,40 +8,51 @@ agree to 1e-9: a wrong key derivation or a mixed-up chain would differ at order 
 import os
 import subprocess
 import sys
-import textwrap
 
-SCRIPT = textwrap.dedent(
-    """
-    import jax, numpy as np, numpyro, numpyro.distributions as dist
-    import ppl
-    assert len(jax.devices()) == 4, jax.devices()
+import pytest
 
-    def model(y=None):
-        mu = numpyro.sample("mu", dist.Normal(0.0, 2.0))
-        sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
-        with numpyro.plate("n", 10):
-            numpyro.sample("y", dist.Normal(mu, sigma), obs=y)
+COMMON = """
+import jax, numpy as np, numpyro, numpyro.distributions as dist
+import ppl
+assert len(jax.devices()) == 4, jax.devices()
 
-    y = np.linspace(-1.0, 2.0, 10)
-    kw = dict(y=y, chains=4, warmup=40, draws=30, seed=3, progress_bar=False)
-    one = ppl.mcmc(model, devices=1, **kw)
-    four = ppl.mcmc(model, devices=4, **kw)
-    np.testing.assert_allclose(one.samples["mu"], four.samples["mu"], rtol=1e-9, atol=1e-9)
-    np.testing.assert_array_equal(one.stats["n_steps"], four.stats["n_steps"])
-    smc_kw = dict(y=y, particles=64, runs=4, seed=1)
-    a = ppl.smc(model, devices=1, **smc_kw)
-    b = ppl.smc(model, devices=4, **smc_kw)
-    np.testing.assert_allclose(a.samples["mu"], b.samples["mu"], rtol=1e-9, atol=1e-9)
-    np.testing.assert_allclose(a.log_evidence, b.log_evidence, rtol=1e-9)
-    print("SAME")
-    """
-)
+def model(y=None):
+    mu = numpyro.sample("mu", dist.Normal(0.0, 2.0))
+    sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
+    with numpyro.plate("n", 10):
+        numpyro.sample("y", dist.Normal(mu, sigma), obs=y)
+
+y = np.linspace(-1.0, 2.0, 10)
+"""
+
+CHECKS = {
+    "mcmc": """
+kw = dict(y=y, chains=4, warmup=40, draws=30, seed=3, progress_bar=False)
+one = ppl.mcmc(model, devices=1, **kw)
+four = ppl.mcmc(model, devices=4, **kw)
+np.testing.assert_allclose(one.samples["mu"], four.samples["mu"], rtol=1e-9, atol=1e-9)
+np.testing.assert_array_equal(one.stats["n_steps"], four.stats["n_steps"])
+print("SAME")
+""",
+    "smc": """
+smc_kw = dict(y=y, particles=64, runs=4, seed=1)
+a = ppl.smc(model, devices=1, **smc_kw)
+b = ppl.smc(model, devices=4, **smc_kw)
+np.testing.assert_allclose(a.samples["mu"], b.samples["mu"], rtol=1e-9, atol=1e-9)
+np.testing.assert_allclose(a.log_evidence, b.log_evidence, rtol=1e-9)
+print("SAME")
+""",
+}
 
 
-def test_one_device_and_four_devices_give_the_same_draws():
+# The SMC runs shard the same way (leading axis over devices); that check is in the slow
+# suite to keep the default run within its time budget.
+@pytest.mark.parametrize("backend", ["mcmc", pytest.param("smc", marks=pytest.mark.slow)])
+def test_one_device_and_four_devices_give_the_same_draws(backend):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_ENABLE_X64="1")
     env.pop("JAX_PLATFORMS", None)
+    script = COMMON + CHECKS[backend]
     result = subprocess.run(
-        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 0 and "SAME" in result.stdout, result.stderr[-4000:]

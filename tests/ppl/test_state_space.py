@@ -167,20 +167,20 @@ def test_pmmh_smoke_and_errors():
         pmmh(_ar1_builder, PRIOR, np.full((30, 1), np.nan))
 
 
-def test_pmmh_chunks_progress_and_ctrl_c(monkeypatch):
-    """Chunked runs (a padded last chunk) give the numbers of one scan; Ctrl-C after the
-    warm-up returns the draws completed so far with a warning."""
+PMMH_SMALL = dict(num_samples=12, num_warmup=4, particles=8, chains=2, seed=3)
+
+
+def _small_ar1_data():
+    return _ar1_builder({"phi": 0.8, "sigma_y": 0.7}).simulate(jax.random.key(0), 10)[1]
+
+
+def test_pmmh_ctrl_c_returns_the_draws_so_far(monkeypatch):
+    """Ctrl-C after the warm-up returns the first draws of the uninterrupted run (same chunks,
+    so one compilation), with a warning."""
     import ppl.state_space as state_space
 
-    _, ys = _ar1_builder({"phi": 0.8, "sigma_y": 0.7}).simulate(jax.random.key(0), 10)
-    kwargs = dict(num_samples=12, num_warmup=4, particles=8, chains=2, seed=3)
-    whole = pmmh(_ar1_builder, PRIOR, ys, progress_bar=False, **kwargs)
-    chunked = pmmh(_ar1_builder, PRIOR, ys, progress_bar=False, chunk_size=5, **kwargs)
-    for name in PRIOR:
-        np.testing.assert_array_equal(chunked.samples[name], whole.samples[name])
-    np.testing.assert_array_equal(
-        chunked.stats["log_likelihood_estimate"], whole.stats["log_likelihood_estimate"]
-    )
+    ys = _small_ar1_data()
+    whole = pmmh(_ar1_builder, PRIOR, ys, progress_bar=False, chunk_size=5, **PMMH_SMALL)
     assert not whole.attrs["partial"]
 
     class InterruptingBar(state_space.tqdm):
@@ -188,15 +188,27 @@ def test_pmmh_chunks_progress_and_ctrl_c(monkeypatch):
 
         def update(self, n=1):
             InterruptingBar.calls += 1
-            if InterruptingBar.calls > 2:  # during the third chunk
+            if InterruptingBar.calls > 2:  # after the third chunk
                 raise KeyboardInterrupt
             return super().update(n)
 
     monkeypatch.setattr(state_space, "tqdm", InterruptingBar)
     with pytest.warns(UserWarning, match="pmmh interrupted after 14 of 16 iterations"):
-        part = pmmh(_ar1_builder, PRIOR, ys, chunk_size=5, **kwargs)
+        part = pmmh(_ar1_builder, PRIOR, ys, chunk_size=5, **PMMH_SMALL)
     assert part.attrs["partial"] and part.samples["phi"].shape == (2, 10)
     np.testing.assert_array_equal(part.samples["phi"], whole.samples["phi"][:, :10])
+
+
+@pytest.mark.slow
+def test_pmmh_numbers_do_not_depend_on_the_chunk_size():
+    ys = _small_ar1_data()
+    whole = pmmh(_ar1_builder, PRIOR, ys, progress_bar=False, **PMMH_SMALL)
+    chunked = pmmh(_ar1_builder, PRIOR, ys, progress_bar=False, chunk_size=5, **PMMH_SMALL)
+    for name in PRIOR:
+        np.testing.assert_array_equal(chunked.samples[name], whole.samples[name])
+    np.testing.assert_array_equal(
+        chunked.stats["log_likelihood_estimate"], whole.stats["log_likelihood_estimate"]
+    )
 
 
 @pytest.mark.slow
