@@ -10,7 +10,10 @@ the same seed, and all chains vectorised in one program (``jax.vmap``; numpyro w
 Reported per model and library:
 
 - ``first (s)``: wall time of the first call (tracing + compilation + warm-up + sampling),
-  i.e. the time to first draw;
+  i.e. the time to first draw, measured in a fresh Python process for each library and model
+  (after importing the library and one trivial JAX operation), so that no library profits from what
+  another compiled before it in the same process (numpyro's eagerly executed distribution
+  code, JAX's first-use set-up);
 - ``warm (s)``: wall time of a second, identical call (see below for what each library
   reuses);
 - ``min ESS``: the smallest ArviZ bulk ESS over all scalar latent parameters (constrained space);
@@ -47,8 +50,10 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib
 import math
 import platform
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -241,6 +246,7 @@ def make_blackjax(case: Case, chains: int, warmup: int, draws: int):
 
 
 RUNNERS = {"ppl": make_ppl, "numpyro": make_numpyro, "blackjax": make_blackjax}
+LIBRARY_MODULES = {"ppl": "ppl", "numpyro": "numpyro.infer", "blackjax": "blackjax"}
 
 
 def min_bulk_ess(samples: dict[str, np.ndarray]) -> float:
@@ -250,11 +256,42 @@ def min_bulk_ess(samples: dict[str, np.ndarray]) -> float:
     return float(min(float(az.ess(np.asarray(v, dtype=np.float64))) for v in flat.values()))
 
 
-def bench_one(lib: str, case: Case, chains: int, warmup: int, draws: int, seed: int) -> dict:
+def first_call_seconds(lib: str, case: Case, chains: int, warmup: int, draws: int, seed: int):
+    """Wall time of the first call in this process: setup + trace + compile + run."""
     t0 = time.perf_counter()
     run = RUNNERS[lib](case, chains, warmup, draws)
     run(seed)
-    first = time.perf_counter() - t0
+    return time.perf_counter() - t0, run
+
+
+def first_call_in_fresh_process(
+    lib: str, name: str, chains: int, warmup: int, draws: int, seed: int
+) -> float:
+    """The first-call time measured in a new Python process, so that no library profits from
+    what another compiled before it (eager numpyro ops, JAX's own first-use set-up)."""
+    cmd = [
+        sys.executable,
+        __file__,
+        "--first-only",
+        f"{lib}:{name}",
+        "--chains",
+        str(chains),
+        "--warmup",
+        str(warmup),
+        "--draws",
+        str(draws),
+        "--seed",
+        str(seed),
+    ]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+def bench_one(
+    lib: str, name: str, case: Case, chains: int, warmup: int, draws: int, seed: int
+) -> dict:
+    first = first_call_in_fresh_process(lib, name, chains, warmup, draws, seed)
+    _, run = first_call_seconds(lib, case, chains, warmup, draws, seed)  # compile here too
     t0 = time.perf_counter()
     samples, n_div = run(seed)
     warm = time.perf_counter() - t0
@@ -276,7 +313,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", default=None, help="comma-separated model names")
     ap.add_argument("--libs", default=",".join(LIBS), help="comma-separated subset of " + str(LIBS))
+    ap.add_argument("--first-only", default=None, help=argparse.SUPPRESS)  # "lib:model"
     args = ap.parse_args(argv)
+    if args.first_only:  # child process of first_call_in_fresh_process: print the seconds
+        lib, name = args.first_only.split(":")
+        importlib.import_module(LIBRARY_MODULES[lib])  # imports are not part of the first call
+        jax.block_until_ready(jnp.zeros(()))  # the backend is up in every library's run alike
+        seconds, _ = first_call_seconds(
+            lib, cases()[name], args.chains, args.warmup, args.draws, args.seed
+        )
+        print(seconds)
+        return 0
     n_default = 500 if args.quick else 1000
     warmup = args.warmup or n_default
     draws = args.draws or n_default
@@ -304,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = {}
         for lib in libs:
             try:
-                r = bench_one(lib, case, args.chains, warmup, draws, args.seed)
+                r = bench_one(lib, name, case, args.chains, warmup, draws, args.seed)
                 results[name][lib] = r
                 print(
                     f"{name}/{lib}: first {r['first']:.1f} s, warm {r['warm']:.2f} s, "

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
+from inference import rng
 from inference.diffusion.sde import SDE
 
 __all__ = ["GaussianMixture"]
@@ -141,7 +142,7 @@ class GaussianMixture:
         """``n`` exact draws, shape ``(n, d)``."""
         k1, k2 = jax.random.split(key)
         comp = jax.random.categorical(k1, jnp.log(self.weights), shape=(n,))
-        z = jax.random.normal(k2, (n, self.dim), dtype=self.means.dtype)
+        z = rng.normal(k2, (n, self.dim), dtype=self.means.dtype)
         root = self.evecs[comp] * jnp.sqrt(self.evals[comp])[:, None, :]
         return self.means[comp] + jnp.einsum("nij,nj->ni", root, z)
 

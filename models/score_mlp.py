@@ -39,6 +39,7 @@ import numpy as np
 import optax
 from jax import Array
 
+from inference import rng
 from inference.diffusion.sde import EDMSDE, SDE, VESDE, VPSDE, SubVPSDE
 from models.gmm import GaussianMixture
 
@@ -78,7 +79,7 @@ def init_params(key: Array, dim: int, hidden: int = 128, depth: int = 3) -> dict
     for i, (k, m, n) in enumerate(zip(keys, sizes[:-1], sizes[1:], strict=True)):
         lim = math.sqrt(6.0 / (m + n))
         scale = 1.0 if i < len(sizes) - 2 else 0.1
-        params[f"w{i}"] = scale * jax.random.uniform(k, (m, n), jnp.float32, -lim, lim)
+        params[f"w{i}"] = scale * rng.uniform(k, (m, n), jnp.float32, -lim, lim)
         params[f"b{i}"] = jnp.zeros((n,), jnp.float32)
     return params
 
@@ -118,7 +119,7 @@ def dsm_loss(params: dict, key: Array, x0: Array, sde: SDE, sigma_data: float = 
     kt, ke = jax.random.split(key)
     b = x0.shape[0]
     t = jax.random.uniform(kt, (b,), x0.dtype, sde.t_min, sde.t_max)
-    eps = jax.random.normal(ke, x0.shape, x0.dtype)
+    eps = rng.normal(ke, x0.shape, x0.dtype)
     a = sde.marginal_mean_coeff(t)[:, None]
     s = sde.marginal_std(t)[:, None]
     xt = a * x0 + s * eps

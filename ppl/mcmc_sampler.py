@@ -90,7 +90,13 @@ def mcmc(
     program = _program(model, args, model_kwargs, kernel_obj, chains, warmup, total, chunk)
     compiled = program.compiled
     key_init, key = jax.random.split(key)
-    positions = shard_leading(_initial_positions(compiled, key_init, chains, init), chain_devices)
+    if init is None:  # the search for finite starts runs inside init_state's program
+        candidates = compiled.initial_candidates(key_init, chains)
+    else:  # one candidate per chain: the given values, already checked
+        candidates = _positions_from_init(compiled, key_init, chains, init)[:, None, :]
+    candidates = shard_leading(candidates, chain_devices)
+    warm_state, found = program.init_state(candidates, jax.random.split(key_init, chains))
+    compiled.check_initial_points(candidates, found)
 
     bar = tqdm(
         total=total,
@@ -101,7 +107,6 @@ def mcmc(
     )
     divergences = 0
     interrupted = False
-    warm_state = program.init_state(positions, jax.random.split(key_init, chains))
     collected = []
     first = 0
     settings = {
@@ -225,7 +230,8 @@ class _Program:
     kernel and sizes (so a second run, e.g. with another seed, compiles nothing)."""
 
     compiled: CompiledModel
-    init_state: Callable  # (positions (C, d), keys (C,)) -> WarmupState batched over chains
+    # (candidate starts (C, attempts, d), keys (C,)) -> (WarmupState over chains, found (C,))
+    init_state: Callable
     run_chunk: Callable  # (carry, start, key) -> (carry, outputs (C, chunk, ...))
 
 
@@ -258,13 +264,16 @@ def _build_program(compiled, kernel_obj, chains, warmup, chunk) -> _Program:
     logdensity_fn = compiled.logdensity
 
     @jax.jit
-    def init_state(positions, keys):
+    def init_state(candidates, keys):
+        """Each chain's first finite candidate start and its warm-up state: one program, so
+        the model's gradient is compiled once for both."""
+        positions, found = jax.vmap(compiled.first_finite)(candidates)
         state = jax.vmap(lambda x: adaptation.warmup_init(x, logdensity_fn, kernel_obj, warmup))(
             positions
         )
         if warmup == 0:  # no adaptation: the Hoffman & Gelman (2014, alg. 4) step size, fixed
             state = jax.vmap(partial(_heuristic_step_size, logdensity_fn, kernel_obj))(keys, state)
-        return state
+        return state, found
 
     def warmup_then_sample(key, wstate):
         """One iteration: an adaptation step while ``step < warmup``, then plain kernel steps
@@ -297,9 +306,8 @@ def _build_program(compiled, kernel_obj, chains, warmup, chunk) -> _Program:
     return _Program(compiled, init_state, run_chunk)
 
 
-def _initial_positions(compiled: CompiledModel, key, chains: int, init: dict | None):
-    if init is None:
-        return compiled.initial_positions(key, chains)
+def _positions_from_init(compiled: CompiledModel, key, chains: int, init: dict):
+    """Starts with the sites given in ``init`` fixed and the others Stan-style random."""
     if not isinstance(init, dict):
         raise TypeError(f"init must be a dict of site name -> value, got {type(init).__name__}")
     unknown = set(init) - set(compiled.latents)

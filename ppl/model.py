@@ -39,6 +39,8 @@ from numpyro.distributions import constraints
 from numpyro.distributions.transforms import biject_to
 from numpyro.infer.util import log_likelihood as _numpyro_log_likelihood
 
+from inference import rng
+
 INIT_RADIUS = 2.0
 INIT_ATTEMPTS = 100
 
@@ -164,17 +166,18 @@ class CompiledModel:
         """Jitted :meth:`pointwise_log_likelihood` (compiled once per model)."""
         return jax.jit(self.pointwise_log_likelihood)
 
+    def first_finite(self, candidates):
+        """The first row of ``candidates`` (``(attempts, dim)``) where the log density and its
+        gradient are finite, and whether there is one (pure: traced into callers' programs)."""
+        value, grad = jax.vmap(jax.value_and_grad(self.logdensity))(candidates)
+        ok = jnp.isfinite(value) & jnp.all(jnp.isfinite(grad), axis=-1)
+        index = jnp.argmax(ok)
+        return candidates[index], ok[index]
+
     @cached_property
     def _first_finite_point(self) -> Callable:
-        """Jitted search, per row of candidates, for the first with finite density and grad."""
-
-        def first_finite(cands):
-            value, grad = jax.vmap(jax.value_and_grad(self.logdensity))(cands)
-            ok = jnp.isfinite(value) & jnp.all(jnp.isfinite(grad), axis=-1)
-            index = jnp.argmax(ok)
-            return cands[index], ok[index]
-
-        return jax.jit(jax.vmap(first_finite))
+        """Jitted :meth:`first_finite` over a leading axis of rows of candidates."""
+        return jax.jit(jax.vmap(self.first_finite))
 
     def pointwise_log_likelihood(self, samples: dict) -> dict:
         """Per-observation log-likelihood of each observed site (numpyro's ``log_likelihood``).
@@ -187,16 +190,27 @@ class CompiledModel:
         lls = _numpyro_log_likelihood(self.model, latent, *self.args, **self.kwargs)
         return {n: v for n, v in lls.items() if n in self.observed}
 
+    def initial_candidates(self, key, num: int):
+        """``(num, INIT_ATTEMPTS, dim)`` Stan-style candidate starts, uniform on ``(-2, 2)`` on
+        unconstrained space (numpyro's ``init_to_uniform``)."""
+        return rng.uniform(
+            key, (num, INIT_ATTEMPTS, self.dim), minval=-INIT_RADIUS, maxval=INIT_RADIUS
+        )
+
     def initial_positions(self, key, num: int):
         """``num`` Stan-style initial points, each redrawn until density and gradient are finite.
 
-        Draws ``INIT_ATTEMPTS`` candidates uniform on ``(-2, 2)^dim`` per point and keeps the
-        first finite one. Raises ``ValueError`` naming the offending sites when none is.
+        Draws :meth:`initial_candidates` and keeps each row's :meth:`first_finite` one.
+        Raises ``ValueError`` naming the offending sites when none is.
         """
-        candidates = jax.random.uniform(
-            key, (num, INIT_ATTEMPTS, self.dim), minval=-INIT_RADIUS, maxval=INIT_RADIUS
-        )
+        candidates = self.initial_candidates(key, num)
         positions, found = self._first_finite_point(candidates)
+        self.check_initial_points(candidates, found)
+        return positions
+
+    def check_initial_points(self, candidates, found) -> None:
+        """Raise ``ValueError`` (naming the sites whose density is not finite) unless every row
+        of ``candidates`` had a finite point (``found``, from :meth:`first_finite`)."""
         found = np.asarray(found)
         if not found.all():
             raise ValueError(
@@ -205,7 +219,6 @@ class CompiledModel:
                 f"{self._diagnose_nonfinite(candidates[int(np.argmin(found)), 0])}; check the "
                 "model's data and parameter supports"
             )
-        return positions
 
     def _diagnose_nonfinite(self, flat) -> str:
         constrained = self.to_constrained(flat)

@@ -76,6 +76,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
+from inference import rng
 from inference.smc import engine
 
 from .ito import ito_increment
@@ -243,7 +244,7 @@ def fkc_feynman_kac(
         c0 = coefficient_values(coeffs, tau_of(t0), dtype)
         big_c = jnp.sum(c0)
         std = sde.prior_std / jnp.sqrt(big_c)
-        x = std * jax.random.normal(key, (n, dim), dtype)
+        x = std * rng.normal(key, (n, dim), dtype)
         log_p_init = -0.5 * jnp.sum((x / std) ** 2, -1) - dim * jnp.log(
             jnp.sqrt(2.0 * jnp.pi) * std
         )
@@ -268,7 +269,7 @@ def fkc_feynman_kac(
         g = sde.diffusion(t)
         g2 = g**2
         v = -f + 0.5 * (1.0 + zeta**2) * g2 * big_s
-        z = jax.random.normal(key, x.shape, dtype)
+        z = rng.normal(key, x.shape, dtype)
         noise_on = jnp.logical_not(jnp.logical_and(k == n_steps - 1, denoise))
         x_next = x + h * v + jnp.where(noise_on, zeta * g * jnp.sqrt(h), 0.0) * z
         if variable:

@@ -38,6 +38,8 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
+from inference import rng
+
 from .sde import SDE
 
 __all__ = ["ito_increment", "ito_log_density"]
@@ -111,7 +113,7 @@ def ito_log_density(
         kappa = mix(ell) if callable(mix) else jnp.broadcast_to(mix, (x.shape[0], m))
         g = sde.diffusion(t)
         drift = -sde.drift(x, t) + g**2 * jnp.einsum("nm,mnd->nd", kappa, s)
-        z = jax.random.normal(k, x.shape, x.dtype)
+        z = rng.normal(k, x.shape, x.dtype)
         x_next = x + h * drift + g * jnp.sqrt(h) * z
         ell = ell + ito_increment(sde, x, x_next, s, t, h)
         return (x_next, ell), None

@@ -35,6 +35,8 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
+from inference import rng
+
 from .ode import odeint_dopri5, odeint_grid
 from .samplers import pf_ode_drift
 from .sde import SDE, check_time
@@ -119,7 +121,7 @@ def ode_log_prob(
         if probe == "rademacher":
             eps = jax.random.rademacher(key, (n, d), dtype=x.dtype)
         elif probe == "gaussian":
-            eps = jax.random.normal(key, (n, d), dtype=x.dtype)
+            eps = rng.normal(key, (n, d), dtype=x.dtype)
         else:
             raise ValueError(f"probe must be 'rademacher' or 'gaussian', got {probe!r}")
 

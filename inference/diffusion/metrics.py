@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
+from inference import rng
+
 __all__ = ["energy_distance", "energy_distance_null", "sliced_wasserstein"]
 
 
@@ -76,7 +78,7 @@ def sliced_wasserstein(key: Array, x: Array, y: Array, num_projections: int = 12
     y = jnp.asarray(y, dtype=x.dtype)
     if x.shape != y.shape:
         raise ValueError(f"x and y must have the same shape; got {x.shape} and {y.shape}")
-    u = jax.random.normal(key, (num_projections, x.shape[1]), x.dtype)
+    u = rng.normal(key, (num_projections, x.shape[1]), x.dtype)
     u = u / jnp.linalg.norm(u, axis=-1, keepdims=True)
     px = jnp.sort(x @ u.T, axis=0)
     py = jnp.sort(y @ u.T, axis=0)

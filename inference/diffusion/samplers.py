@@ -32,6 +32,8 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
+from inference import rng
+
 from .ode import odeint_dopri5, odeint_grid
 from .sde import SDE, check_time
 
@@ -140,7 +142,7 @@ def euler_maruyama(
 
     def body(x, inp):
         k, t, t_next, is_last = inp
-        z = jax.random.normal(k, x.shape, x.dtype)
+        z = rng.normal(k, x.shape, x.dtype)
         x = reverse_sde_step(score_fn, sde, x, t, t_next, z, ~(is_last & denoise))
         return x, (x if return_trajectory else None)
 
@@ -177,7 +179,7 @@ def predictor_corrector(
     def corrector(x, k, t, a):
         def one(x, kk):
             s = score_fn(x, t)
-            z = jax.random.normal(kk, x.shape, x.dtype)
+            z = rng.normal(kk, x.shape, x.dtype)
             s_norm = jnp.mean(jnp.linalg.norm(s, axis=-1))
             z_norm = jnp.mean(jnp.linalg.norm(z, axis=-1))
             e = 2.0 * a * (snr * z_norm / s_norm) ** 2
@@ -192,7 +194,7 @@ def predictor_corrector(
         a = (sde.marginal_mean_coeff(t_next) / sde.marginal_mean_coeff(t)) ** 2
         if n_corrector > 0:
             x = corrector(x, kc, t, a)
-        z = jax.random.normal(kp, x.shape, x.dtype)
+        z = rng.normal(kp, x.shape, x.dtype)
         x = reverse_sde_step(score_fn, sde, x, t, t_next, z, ~(is_last & denoise))
         return x, (x if return_trajectory else None)
 

@@ -40,6 +40,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
+from inference import rng
+
 __all__ = ["SDE", "VPSDE", "SubVPSDE", "VESDE", "EDMSDE", "check_time", "get_sde"]
 
 
@@ -117,7 +119,7 @@ class SDE:
 
     def prior_sample(self, key: Array, shape) -> Array:
         """Draw from the reference ``N(0, prior_std^2 I)``; ``shape`` includes the event."""
-        return self.prior_std * jax.random.normal(key, tuple(shape))
+        return self.prior_std * rng.normal(key, tuple(shape))
 
     def prior_logpdf(self, x: Array) -> Array:
         """``log N(x; 0, prior_std^2 I)`` summed over the last axis."""

@@ -46,6 +46,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
+from inference import rng
 from inference.smc import engine
 
 from .ito import ito_increment
@@ -186,7 +187,7 @@ def superdiff_feynman_kac(
         s = jax.lax.optimization_barrier(jnp.stack([fn(x, t) for fn in score_fns]))
         g = sde.diffusion(t)
         g2 = g**2
-        noise = g * jnp.sqrt(h) * jax.random.normal(key, x.shape, dtype)
+        noise = g * jnp.sqrt(h) * rng.normal(key, x.shape, dtype)
         if mode == "or":
             kappa = or_kappa(state.log_q, log_omega.astype(dtype), temperature)
         elif mode == "average":

@@ -9,6 +9,7 @@ import pytest
 from numpyro.distributions import constraints
 from scipy import stats
 
+import ppl
 from ppl.model import compile_model
 
 
@@ -140,8 +141,13 @@ def test_log_density_non_finite_everywhere_names_the_site():
         numpyro.sample("y", dist.Uniform(10.0 + x**2, 11.0 + x**2), obs=jnp.array(0.0))
 
     compiled = compile_model(model)
-    with pytest.raises(ValueError, match="not finite at any of 100 initial points.*'y'"):
+    message = "not finite at any of 100 initial points.*'y'"
+    with pytest.raises(ValueError, match=message):
         compiled.initial_positions(jax.random.PRNGKey(0), 2)
+    # ppl.mcmc searches for its starts inside its initialisation program: same error, raised
+    # before the sampler is compiled
+    with pytest.raises(ValueError, match=message):
+        ppl.mcmc(model, chains=2, warmup=10, draws=10, progress_bar=False)
 
 
 def test_improper_flat_prior_traces_and_compiles():

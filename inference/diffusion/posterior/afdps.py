@@ -65,6 +65,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
+from inference import rng
 from inference.diffusion.sde import SDE
 from inference.smc.engine import FeynmanKac, SMCResult, run
 
@@ -111,7 +112,7 @@ def afdps(
         return {"x": x, "score": score, "grad": grad_l, "c": c}
 
     def init(key, n):
-        z = jax.random.normal(key, (n, dim))
+        z = rng.normal(key, (n, dim))
         if gaussian is None:
             x = rho * z
             return local(x, grid[0]), jax.vmap(log_lik_fn)(x)
@@ -138,7 +139,7 @@ def afdps(
         g2 = sde.diffusion(t) ** 2
         x = p["x"]
         H = -sde.drift(x, t) + g2 * p["score"]
-        noise = jax.random.normal(key, x.shape, x.dtype)
+        noise = rng.normal(key, x.shape, x.dtype)
         x_new = x + du * (H + g2 * p["grad"]) + jnp.sqrt(g2 * du) * noise
         q = local(x_new, t1)
         # left-point rule for int c du, as in the paper's Algorithm 1. The trapezoidal rule

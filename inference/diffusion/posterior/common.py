@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import math
 
-import jax
 import jax.numpy as jnp
 from jax import Array
 
+from inference import rng
 from inference.diffusion.sde import SDE
 
 __all__ = [
@@ -76,7 +76,7 @@ def sliced_wasserstein_1(key: Array, x: Array, y: Array, num_projections: int = 
     y = jnp.asarray(y, x.dtype)
     if x.shape != y.shape:
         raise ValueError(f"x and y must have the same shape; got {x.shape} and {y.shape}")
-    u = jax.random.normal(key, (num_projections, x.shape[1]), x.dtype)
+    u = rng.normal(key, (num_projections, x.shape[1]), x.dtype)
     u = u / jnp.linalg.norm(u, axis=-1, keepdims=True)
     px = jnp.sort(x @ u.T, axis=0)
     py = jnp.sort(y @ u.T, axis=0)

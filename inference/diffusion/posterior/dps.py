@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
+from inference import rng
 from inference.diffusion.sde import SDE
 from inference.smc.engine import FeynmanKac, SMCResult, run
 
@@ -62,13 +63,13 @@ def dps(
         return 2.0 * jnp.sqrt(jnp.sum(r**2) + 1e-30), score
 
     def init(key, n):
-        return sde.prior_std * jax.random.normal(key, (n, dim)), jnp.zeros((n,))
+        return sde.prior_std * rng.normal(key, (n, dim)), jnp.zeros((n,))
 
     def step(key, x, k):
         t, t1 = grid[k], grid[k + 1]
         (_, score), grad = jax.vmap(jax.value_and_grad(lambda xi: energy(xi, t), has_aux=True))(x)
         m, c = ddim_kernel(sde, x, score, t, t1, eta)
-        x_new = m + c * jax.random.normal(key, x.shape, x.dtype) - scale * grad
+        x_new = m + c * rng.normal(key, x.shape, x.dtype) - scale * grad
         return x_new, jnp.zeros(x.shape[0], x.dtype), ()
 
     return FeynmanKac(init, step)

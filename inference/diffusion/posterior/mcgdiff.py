@@ -66,10 +66,10 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import jax
 import jax.numpy as jnp
 from jax import Array
 
+from inference import rng
 from inference.diffusion.sde import SDE
 from inference.smc.engine import FeynmanKac, SMCResult, run
 
@@ -159,7 +159,7 @@ def mcgdiff(
 
     def init(key, n):
         mean, var, active = _potential(sde, obs, tau, grid[0])
-        x = rho * jax.random.normal(key, (n, dim), obs.V.dtype)
+        x = rho * rng.normal(key, (n, dim), obs.V.dtype)
         # exact draw of N(0, rho^2 I) g_{t_0} on the active coordinates
         xbar = x @ obs.V
         gain = rho**2 / (rho**2 + var)
@@ -172,7 +172,7 @@ def mcgdiff(
         t, t1 = grid[k], grid[k + 1]
         m, c = ddim_kernel(sde, x, score_fn(x, t), t, t1, eta)
         mean, var, active = _potential(sde, obs, tau, t1)
-        z = jax.random.normal(key, x.shape, x.dtype)
+        z = rng.normal(key, x.shape, x.dtype)
         mbar = m @ obs.V
         zbar = z @ obs.V
         gain = c**2 / (c**2 + var)

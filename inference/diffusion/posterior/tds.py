@@ -47,6 +47,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
+from inference import rng
 from inference.diffusion.sde import SDE
 from inference.smc.engine import FeynmanKac, SMCResult, run
 
@@ -150,7 +151,7 @@ def tds(
         return {"x": x, "score": score, "log_psi": log_psi, "grad": grad}
 
     def init(key, n):
-        x = rho * jax.random.normal(key, (n, dim))
+        x = rho * rng.normal(key, (n, dim))
         p = state(x, grid[0], num_steps == 0)
         p["m"] = jnp.zeros_like(x)
         return p, p["log_psi"]
@@ -160,7 +161,7 @@ def tds(
         x, g = p["x"], p["grad"]
         m, c = ddim_kernel(sde, x, p["score"], t, t1, eta)
         prop_mean = m + c**2 * g
-        x_new = prop_mean + c * jax.random.normal(key, x.shape, x.dtype)
+        x_new = prop_mean + c * rng.normal(key, x.shape, x.dtype)
         log_ratio = -jnp.sum(g * (x_new - m), axis=-1) + 0.5 * c**2 * jnp.sum(g**2, axis=-1)
         q = state(x_new, t1, k == num_steps - 1)
         q["m"] = m
@@ -236,7 +237,7 @@ def tds_mala_rejuvenation(
             p, lp, g = carry
             k1, k2 = jax.random.split(key)
             x = p["x"]
-            x_new = x + h * g + jnp.sqrt(2 * h) * jax.random.normal(k1, x.shape, x.dtype)
+            x_new = x + h * g + jnp.sqrt(2 * h) * rng.normal(k1, x.shape, x.dtype)
             score, log_psi, grad = twist_state(
                 score_fn, sde, log_lik_fn, log_twist_fn, x_new, t, final
             )
@@ -244,7 +245,7 @@ def tds_mala_rejuvenation(
             log_q_fwd = -jnp.sum((x_new - x - h * g) ** 2, -1) / (4 * h)
             log_q_bwd = -jnp.sum((x - x_new - h * g_new) ** 2, -1) / (4 * h)
             log_alpha = lp_new - lp + log_q_bwd - log_q_fwd
-            accept = jnp.log(jax.random.uniform(k2, lp.shape, lp.dtype)) < log_alpha
+            accept = jnp.log(rng.uniform(k2, lp.shape, lp.dtype)) < log_alpha
 
             def pick(new, old):
                 return jnp.where(accept.reshape(accept.shape + (1,) * (new.ndim - 1)), new, old)
