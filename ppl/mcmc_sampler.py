@@ -96,7 +96,12 @@ def mcmc(
         candidates = _positions_from_init(compiled, key_init, chains, init)[:, None, :]
     candidates = shard_leading(candidates, chain_devices)
     warm_state, found = program.init_state(candidates, jax.random.split(key_init, chains))
-    compiled.check_initial_points(candidates, found)
+    if init is None:
+        compiled.check_initial_points(candidates, found)
+    elif not np.all(np.asarray(found)):
+        raise ValueError(
+            "the gradient of the log density is not finite at the values given in init"
+        )
 
     bar = tqdm(
         total=total,

@@ -127,6 +127,15 @@ def test_dense_mass_kernel_object_and_init_values():
     assert post.samples["mu"].shape == (2, 10)
 
 
+def test_init_values_where_the_gradient_is_not_finite_are_refused():
+    def kinked():
+        x = numpyro.sample("x", dist.Normal(0.0, 1.0))
+        numpyro.factor("kink", -jnp.sqrt(jnp.abs(x)))  # finite at 0, its derivative is not
+
+    with pytest.raises(ValueError, match="gradient .* not finite at the values given in init"):
+        ppl.mcmc(kinked, chains=2, warmup=10, draws=10, progress_bar=False, init={"x": 0.0})
+
+
 def test_keyboard_interrupt_returns_the_completed_draws(monkeypatch):
     import ppl.mcmc_sampler as mcmc_module
 
