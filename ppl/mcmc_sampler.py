@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from inference.mcmc import adaptation, base
+from inference.mcmc import adaptation
 from inference.mcmc.kernels import get_kernel
 from ppl import checkpoint as ppl_checkpoint
 from ppl.devices import select_devices, shard_leading
@@ -92,7 +92,7 @@ def mcmc(
     key_init, key = jax.random.split(key)
     if init is None:  # the search for finite starts runs inside init_state's program
         candidates = compiled.initial_candidates(key_init, chains)
-    else:  # one candidate per chain: the given values, already checked
+    else:  # one candidate per chain: the given values
         candidates = _positions_from_init(compiled, key_init, chains, init)[:, None, :]
     candidates = shard_leading(candidates, chain_devices)
     warm_state, found = program.init_state(candidates, jax.random.split(key_init, chains))
@@ -100,7 +100,7 @@ def mcmc(
         compiled.check_initial_points(candidates, found)
     elif not np.all(np.asarray(found)):
         raise ValueError(
-            "the gradient of the log density is not finite at the values given in init"
+            "the log density or its gradient is not finite at the values given in init"
         )
 
     bar = tqdm(
@@ -329,8 +329,4 @@ def _positions_from_init(compiled: CompiledModel, key, chains: int, init: dict):
         if value.shape != expected:
             raise ValueError(f"init['{name}'] has shape {value.shape}, expected {expected}")
         fixed[name] = jnp.broadcast_to(value, (chains, *expected))
-    positions = jax.vmap(compiled.to_unconstrained)(fixed)
-    values = jax.vmap(base.init, in_axes=(0, None))(positions, compiled.logdensity)
-    if not np.all(np.isfinite(np.asarray(values.logdensity))):
-        raise ValueError("the log density is not finite at the values given in init")
-    return positions
+    return jax.vmap(compiled.to_unconstrained)(fixed)

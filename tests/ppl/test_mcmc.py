@@ -127,13 +127,15 @@ def test_dense_mass_kernel_object_and_init_values():
     assert post.samples["mu"].shape == (2, 10)
 
 
-def test_init_values_where_the_gradient_is_not_finite_are_refused():
+@pytest.mark.parametrize("x0", [0.0, -1.0])  # gradient not finite; density not finite
+def test_init_values_where_density_or_gradient_is_not_finite_are_refused(x0):
     def kinked():
         x = numpyro.sample("x", dist.Normal(0.0, 1.0))
-        numpyro.factor("kink", -jnp.sqrt(jnp.abs(x)))  # finite at 0, its derivative is not
+        # finite at 0 but its derivative is not; log of a negative number at -1
+        numpyro.factor("kink", -jnp.sqrt(jnp.abs(x)) + jnp.log(x + 0.5))
 
-    with pytest.raises(ValueError, match="gradient .* not finite at the values given in init"):
-        ppl.mcmc(kinked, chains=2, warmup=10, draws=10, progress_bar=False, init={"x": 0.0})
+    with pytest.raises(ValueError, match="or its gradient is not finite at the values given in"):
+        ppl.mcmc(kinked, chains=2, warmup=10, draws=10, progress_bar=False, init={"x": x0})
 
 
 def test_keyboard_interrupt_returns_the_completed_draws(monkeypatch):
