@@ -15,6 +15,7 @@ against. The class is a registered pytree, so it can be passed through ``jax.jit
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -39,6 +40,39 @@ def _check_t(sde: SDE, t) -> None:
         raise ValueError(f"t must lie in [0, t_max={sde.t_max}] for the noised mixture; got {t}")
 
 
+# The mixture's eager entry points (construction, sampling, densities) each run as one compiled
+# program: op by op, every jnp call would be its own XLA compilation (tens of them per call,
+# ~50 ms each on a CPU). Inside a traced function the jit is inlined.
+
+
+@partial(jax.jit, static_argnums=2)
+def _normalise_and_decompose(weights: Array, covs: Array, d: int):
+    """``(w / sum w, eigenvalues, eigenvectors)`` of ``(K,)``, ``(K, d)`` or ``(K, d, d)`` covs."""
+    if covs.ndim == 1:
+        covs = covs[:, None, None] * jnp.eye(d, dtype=covs.dtype)
+    elif covs.ndim == 2:
+        covs = jax.vmap(jnp.diag)(covs)
+    evals, evecs = jnp.linalg.eigh(covs)
+    return weights / jnp.sum(weights), evals, evecs
+
+
+@jax.jit
+def _component_logpdf(mix: GaussianMixture, x: Array) -> Array:
+    z = mix._whiten(x)
+    quad = jnp.sum(z**2 / mix.evals, axis=-1)
+    logdet = jnp.sum(jnp.log(mix.evals), axis=-1)
+    return jnp.log(mix.weights) - 0.5 * quad - 0.5 * logdet - 0.5 * mix.dim * math.log(2 * math.pi)
+
+
+@partial(jax.jit, static_argnums=2)
+def _sample(mix: GaussianMixture, key: Array, n: int) -> Array:
+    k1, k2 = jax.random.split(key)
+    comp = jax.random.categorical(k1, jnp.log(mix.weights), shape=(n,))
+    z = rng.normal(k2, (n, mix.dim), dtype=mix.means.dtype)
+    root = mix.evecs[comp] * jnp.sqrt(mix.evals[comp])[:, None, :]
+    return mix.means[comp] + jnp.einsum("nij,nj->ni", root, z)
+
+
 @jax.tree_util.register_pytree_node_class
 class GaussianMixture:
     """Mixture ``sum_k w_k N(mu_k, S_k)`` in ``d`` dimensions.
@@ -59,17 +93,10 @@ class GaussianMixture:
         if weights.shape != (K,):
             raise ValueError(f"weights must have shape ({K},); got {weights.shape}")
         covs = jnp.asarray(covs, dtype=means.dtype)
-        if covs.shape == (K,):
-            covs = covs[:, None, None] * jnp.eye(d, dtype=means.dtype)
-        elif covs.ndim == 2:
-            covs = jax.vmap(jnp.diag)(covs)
-        if covs.shape != (K, d, d):
+        if covs.shape not in ((K,), (K, d), (K, d, d)):
             raise ValueError(f"covs must have shape ({K}, {d}, {d}), ({K}, {d}) or ({K},)")
-        evals, evecs = jnp.linalg.eigh(covs)
-        self.weights = weights / jnp.sum(weights)
+        self.weights, self.evals, self.evecs = _normalise_and_decompose(weights, covs, d)
         self.means = means
-        self.evals = evals
-        self.evecs = evecs
 
     # pytree protocol ---------------------------------------------------------------------
     def tree_flatten(self):
@@ -116,15 +143,7 @@ class GaussianMixture:
 
     def component_logpdf(self, x: Array) -> Array:
         """``log w_k + log N(x; mu_k, S_k)`` for ``x`` of shape ``(..., d)`` -> ``(..., K)``."""
-        z = self._whiten(x)
-        quad = jnp.sum(z**2 / self.evals, axis=-1)
-        logdet = jnp.sum(jnp.log(self.evals), axis=-1)
-        return (
-            jnp.log(self.weights)
-            - 0.5 * quad
-            - 0.5 * logdet
-            - 0.5 * self.dim * math.log(2 * math.pi)
-        )
+        return _component_logpdf(self, jnp.asarray(x))
 
     def logpdf(self, x: Array) -> Array:
         """``log p(x)`` for ``x`` of shape ``(..., d)``."""
@@ -140,11 +159,7 @@ class GaussianMixture:
 
     def sample(self, key: Array, n: int) -> Array:
         """``n`` exact draws, shape ``(n, d)``."""
-        k1, k2 = jax.random.split(key)
-        comp = jax.random.categorical(k1, jnp.log(self.weights), shape=(n,))
-        z = rng.normal(k2, (n, self.dim), dtype=self.means.dtype)
-        root = self.evecs[comp] * jnp.sqrt(self.evals[comp])[:, None, :]
-        return self.means[comp] + jnp.einsum("nij,nj->ni", root, z)
+        return _sample(self, key, int(n))
 
     # noised marginals ---------------------------------------------------------------------
     def noised(self, sde: SDE, t) -> GaussianMixture:

@@ -59,7 +59,9 @@ def _mvn_logpdf(x: Array, mean: Array, cov: Array) -> Array:
     )
 
 
+@jax.jit
 def _component_terms(prior: GaussianMixture, A: Array, y: Array, sigma):
+    """``(log w_k + log N(y; A mu_k, G_k), m_k, C_k)``, compiled as one program."""
     A = jnp.asarray(A, prior.means.dtype)
     y = jnp.asarray(y, prior.means.dtype)
     R = noise_cov(sigma, A.shape[0], prior.means.dtype)
@@ -77,6 +79,7 @@ def _component_terms(prior: GaussianMixture, A: Array, y: Array, sigma):
     return log_comp, means, covs
 
 
+@jax.jit
 def _mixture(log_w: Array, means: Array, covs: Array) -> GaussianMixture:
     """Build a mixture without re-normalisation issues; negative round-off eigenvalues of
     (noiseless, rank-deficient) covariances are clipped to zero so that sampling works."""

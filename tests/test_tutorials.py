@@ -1,4 +1,8 @@
-"""Every tutorial runs end to end (in its short ``PPL_QUICK=1`` form)."""
+"""Every tutorial runs end to end (in its short ``PPL_QUICK=1`` form).
+
+Marked ``tutorial``: deselected from the default suite (each is a fresh process that compiles
+all its programs, ~4 minutes of the 2-core budget for the five) and run by ``.ci/run`` as its
+own step, ``python -m pytest -n 2 -m tutorial``."""
 
 import os
 import subprocess
@@ -8,6 +12,9 @@ from pathlib import Path
 import pytest
 
 TUTORIALS = sorted((Path(__file__).resolve().parent.parent / "tutorials").glob("*.py"))
+
+
+pytestmark = pytest.mark.tutorial
 
 
 @pytest.mark.parametrize("path", TUTORIALS, ids=[p.stem for p in TUTORIALS])

@@ -1,5 +1,6 @@
 """MCGdiff and TDS on the MCGdiff-benchmark prior (25 unit-covariance modes on a 5x5 grid of
-spacing 8) in d = 8 (d = 80 and more observation counts under ``slow``)."""
+spacing 8) in d = 8 and 80, all under ``slow`` (the default suite checks every sampler in d = 2:
+``test_mcgdiff.py``, ``test_tds.py``, ``test_afdps.py``, ``test_dps.py``)."""
 
 import jax
 import jax.numpy as jnp
@@ -54,6 +55,7 @@ def _check(method, d, d_y, seed, H, steps=100):
     assert abs(err) < H.EVIDENCE_TOL and abs(z) < H.Z_MAX, (err, z)
 
 
+@pytest.mark.slow
 def test_tds_d8_two_observations(H):
     _check("tds", 8, 2, 11, H)
 
