@@ -58,6 +58,8 @@ def _normalise_and_decompose(weights: Array, covs: Array, d: int):
 
 @jax.jit
 def _component_logpdf(mix: GaussianMixture, x: Array) -> Array:
+    """``log w_k - |Lambda_k^{-1/2} U_k^T (x - mu_k)|^2 / 2 - log det S_k / 2 - d log(2 pi) / 2``
+    (``S_k = U_k Lambda_k U_k^T``)."""
     z = mix._whiten(x)
     quad = jnp.sum(z**2 / mix.evals, axis=-1)
     logdet = jnp.sum(jnp.log(mix.evals), axis=-1)
@@ -66,6 +68,7 @@ def _component_logpdf(mix: GaussianMixture, x: Array) -> Array:
 
 @partial(jax.jit, static_argnums=2)
 def _sample(mix: GaussianMixture, key: Array, n: int) -> Array:
+    """``x = mu_c + U_c Lambda_c^{1/2} z`` with ``c ~ Categorical(w)``, ``z ~ N(0, I)``."""
     k1, k2 = jax.random.split(key)
     comp = jax.random.categorical(k1, jnp.log(mix.weights), shape=(n,))
     z = rng.normal(k2, (n, mix.dim), dtype=mix.means.dtype)
