@@ -99,5 +99,8 @@ def is_turning(p_sharp_left: Array, p_sharp_right: Array, rho: Array) -> Array:
     :math:`p^\\sharp_- \\cdot \\rho > 0` and :math:`p^\\sharp_+ \\cdot \\rho > 0`; it has turned
     when either product is :math:`\\le 0`. The test is symmetric in the two ends, so a subtree
     built backwards in time is tested exactly like one built forwards.
+
+    The dot products are over the last axis and the arguments broadcast, so ``(k, d)`` arrays
+    test ``k`` (sub)trajectories at once (NUTS checks all tree levels of a leaf this way).
     """
-    return (jnp.dot(p_sharp_left, rho) <= 0) | (jnp.dot(p_sharp_right, rho) <= 0)
+    return (jnp.sum(p_sharp_left * rho, -1) <= 0) | (jnp.sum(p_sharp_right * rho, -1) <= 0)

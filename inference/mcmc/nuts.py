@@ -60,19 +60,18 @@ class _Subtree(NamedTuple):
     """Loop state of the inner while_loop that integrates one new subtree."""
 
     leaf: IntegratorState  # last leaf built (initially the end of the old trajectory)
-    leaf_p_sharp: Array
     n: Array  # number of leaves built
     rho: Array  # sum of the momenta of the leaves built
     log_weight: Array  # log sum of the leaf weights exp(H0 - H)
     proposal: State
     proposal_energy: Array
-    start_p: Array  # (D, d) checkpoints: momentum of the last leaf starting a 2^k block
+    start_p: Array  # (D, d) checkpoints: momentum of the last leaf starting a 2^k block;
+    # row D - 1 is the subtree's first leaf (no later leaf of a subtree of at most 2^(D-1)
+    # leaves starts a block of that size)
     start_p_sharp: Array  # (D, d)
     start_rho: Array  # (D, d) momentum sum before that leaf
     end_p_sharp: Array  # (D, d) checkpoints: last leaf ending a 2^k block
     end_rho: Array  # (D, d)
-    first_p: Array  # first leaf of the subtree
-    first_p_sharp: Array
     sum_accept: Array
     turning: Array
     diverging: Array
@@ -97,9 +96,6 @@ class _Trajectory(NamedTuple):
     diverging: Array
 
 
-_MAX_PRECOMPUTED_DEPTH = 12  # leaf variates drawn up front for trees of up to 2^12 leaves
-
-
 def _select(pred, a, b):
     return jax.tree.map(lambda x, y: jnp.where(pred, x, y), a, b)
 
@@ -108,7 +104,6 @@ def _build_subtree(
     leaf_uniform,
     first_leaf_index,
     start: IntegratorState,
-    start_p_sharp,
     signed_step_size,
     depth,
     h0,
@@ -119,8 +114,7 @@ def _build_subtree(
 ) -> _Subtree:
     """Integrate up to ``2**depth`` leaves from ``start``; stop early on a turn or divergence.
 
-    ``leaf_uniform(i)`` is the uniform variate of the i-th leaf of the whole transition, so that
-    no random key is split inside the loop.
+    ``leaf_uniform(i)`` is the uniform variate of the i-th leaf of the whole transition.
     """
     d = start.position.shape[0]
     dtype = start.position.dtype
@@ -157,31 +151,28 @@ def _build_subtree(
         start_rho = jnp.where(starts, rho_before, t.start_rho)
 
         # Blocks of size 2^k (k >= 1) completed by this leaf: check the merge of their halves.
+        # Row k - 1 of a slice [1:] is level k (the block), of a slice [:-1] level k - 1 (its
+        # halves: the right half started at the last start of size 2^(k-1), the left half ended
+        # at the previous end of that size). is_turning works row-wise on these (D - 1, d)
+        # arrays, so all levels are checked in a few fused operations.
         ends = (n + 1) % sizes == 0
-        check = ends & (ks >= 1)
+        block_p_sharp, block_rho = start_p_sharp[1:], start_rho[1:]
         # Whole block [s, n].
-        turn = jax.vmap(is_turning, (0, None, 0))(start_p_sharp, p_sharp, rho - start_rho)
+        turn = is_turning(block_p_sharp, p_sharp, rho - block_rho)
         # Left half extended by the first leaf m of the right half: [s, m].
-        half_start_p = jnp.roll(start_p, 1, axis=0)
-        half_start_p_sharp = jnp.roll(start_p_sharp, 1, axis=0)
-        half_start_rho = jnp.roll(start_rho, 1, axis=0)
-        turn |= jax.vmap(is_turning)(
-            start_p_sharp, half_start_p_sharp, half_start_rho + half_start_p - start_rho
+        turn |= is_turning(
+            block_p_sharp, start_p_sharp[:-1], start_rho[:-1] + start_p[:-1] - block_rho
         )
         # Right half extended by the last leaf m - 1 of the left half: [m - 1, n].
-        half_end_p_sharp = jnp.roll(t.end_p_sharp, 1, axis=0)
-        half_end_rho = jnp.roll(t.end_rho, 1, axis=0)
-        turn |= jax.vmap(is_turning, (0, None, 0))(half_end_p_sharp, p_sharp, rho - half_end_rho)
-        turning = jnp.any(check & turn)
+        turn |= is_turning(t.end_p_sharp[:-1], p_sharp, rho - t.end_rho[:-1])
+        turning = jnp.any(ends[1:] & turn)
 
         # Checkpoints of the leaves that end a block of size 2^k (after reading them above).
         end_p_sharp = jnp.where(ends[:, None], p_sharp, t.end_p_sharp)
         end_rho = jnp.where(ends[:, None], rho_before, t.end_rho)
 
-        first = n == 0
         return _Subtree(
             leaf=leaf,
-            leaf_p_sharp=p_sharp,
             n=n + 1,
             rho=rho,
             log_weight=log_weight,
@@ -192,8 +183,6 @@ def _build_subtree(
             start_rho=start_rho,
             end_p_sharp=end_p_sharp,
             end_rho=end_rho,
-            first_p=jnp.where(first, leaf.momentum, t.first_p),
-            first_p_sharp=jnp.where(first, p_sharp, t.first_p_sharp),
             sum_accept=sum_accept,
             turning=turning,
             diverging=diverging,
@@ -201,7 +190,6 @@ def _build_subtree(
 
     init = _Subtree(
         leaf=start,
-        leaf_p_sharp=start_p_sharp,
         n=jnp.zeros((), jnp.int32),
         rho=jnp.zeros((d,), dtype),
         log_weight=jnp.full((), -jnp.inf, dtype),
@@ -212,8 +200,6 @@ def _build_subtree(
         start_rho=zeros_dk,
         end_p_sharp=zeros_dk,
         end_rho=zeros_dk,
-        first_p=jnp.zeros((d,), dtype),
-        first_p_sharp=jnp.zeros((d,), dtype),
         sum_accept=jnp.zeros((), dtype),
         turning=jnp.zeros((), bool),
         diverging=jnp.zeros((), bool),
@@ -235,19 +221,14 @@ def step(
     dtype = state.position.dtype
     key_p, key_dir, key_merge, key_leaf = jax.random.split(key, 4)
     p0 = metrics.sample_momentum(key_p, inverse_mass_matrix, dtype=dtype)
-    # All the randomness of the transition is drawn here, outside the loops: one direction and
-    # one merge variate per doubling, one variate per leaf (per-leaf keys for very deep trees).
+    # One direction and one merge variate per doubling, drawn up front; the variate of leaf i
+    # comes from fold_in(key_leaf, i) inside the loop (cheaper to run, and much cheaper to
+    # compile, than drawing 2^max_tree_depth variates per transition of which ~10 are used).
     forwards = jax.random.bernoulli(key_dir, shape=(max_tree_depth,))
     merge_uniforms = jax.random.uniform(key_merge, (max_tree_depth,), dtype=dtype)
-    if max_tree_depth <= _MAX_PRECOMPUTED_DEPTH:
-        leaf_uniforms = jax.random.uniform(key_leaf, (2**max_tree_depth,), dtype=dtype)
 
-        def leaf_uniform(i):
-            return leaf_uniforms[i]
-    else:
-
-        def leaf_uniform(i):
-            return jax.random.uniform(jax.random.fold_in(key_leaf, i), dtype=dtype)
+    def leaf_uniform(i):
+        return jax.random.uniform(jax.random.fold_in(key_leaf, i), dtype=dtype)
 
     z0 = integrators.from_state(state, p0)
     h0 = integrators.hamiltonian(z0, inverse_mass_matrix)
@@ -266,7 +247,6 @@ def step(
             leaf_uniform,
             t.n_steps,
             near,
-            near_p_sharp,
             jnp.where(forward, step_size, -step_size),
             t.iteration,
             h0,
@@ -276,6 +256,8 @@ def step(
             max_energy_error,
         )
         valid = ~(sub.turning | sub.diverging)
+        leaf_p_sharp = metrics.velocity(sub.leaf.momentum, inverse_mass_matrix)
+        first_p, first_p_sharp = sub.start_p[-1], sub.start_p_sharp[-1]  # the first leaf
 
         # Biased progressive sampling between the old trajectory and the new subtree.
         accept = valid & (jnp.log(merge_uniforms[t.iteration]) < sub.log_weight - t.log_weight)
@@ -284,15 +266,15 @@ def step(
         log_weight = jnp.where(valid, jnp.logaddexp(t.log_weight, sub.log_weight), t.log_weight)
 
         left = _select(valid & ~forward, sub.leaf, t.left)
-        left_p_sharp = jnp.where(valid & ~forward, sub.leaf_p_sharp, t.left_p_sharp)
+        left_p_sharp = jnp.where(valid & ~forward, leaf_p_sharp, t.left_p_sharp)
         right = _select(valid & forward, sub.leaf, t.right)
-        right_p_sharp = jnp.where(valid & forward, sub.leaf_p_sharp, t.right_p_sharp)
+        right_p_sharp = jnp.where(valid & forward, leaf_p_sharp, t.right_p_sharp)
         rho = t.rho + sub.rho
 
         # Generalised criterion over the merged trajectory and across the junction.
         turning = is_turning(left_p_sharp, right_p_sharp, rho)
-        turning |= is_turning(far_p_sharp, sub.first_p_sharp, t.rho + sub.first_p)
-        turning |= is_turning(near_p_sharp, sub.leaf_p_sharp, sub.rho + near.momentum)
+        turning |= is_turning(far_p_sharp, first_p_sharp, t.rho + first_p)
+        turning |= is_turning(near_p_sharp, leaf_p_sharp, sub.rho + near.momentum)
 
         return _Trajectory(
             left=left,
