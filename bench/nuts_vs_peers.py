@@ -411,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         "first = wall time of the first call = time to first draw (trace + compile + warm-up +"
         " sampling).\n"
-        "warm  = wall time of a second, identical call; what it reuses:\n"
+        "warm  = best wall time of --repeats further identical calls; what they reuse:\n"
         "  ppl:      its cached compiled program (no compilation; warm-up + sampling only);\n"
         "  numpyro:  nothing - MCMC.run(chain_method='vectorized') recompiles on every call;\n"
         "  blackjax: its jax.jit-compiled run function (no compilation).\n"

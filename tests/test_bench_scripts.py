@@ -19,47 +19,15 @@ pytestmark = pytest.mark.bench
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
-SCRIPTS = {
-    "diffusion_steps": ["--sizes", "1000"],
-    "fkc_overhead": ["--particles", "500", "--steps", "20", "--repeats", "1"],
-    "mcgdiff_gmm": [
-        "--quick",
-        "--dys",
-        "1",
-        "--problems",
-        "2",
-        "--steps",
-        "20",
-        "--particles",
-        "200",
-        "--methods",
-        "MCGdiff",
-        "TDS",
-        "DPS",
-        "AFDPS",
-    ],
-    "smc_vs_blackjax": ["--quick"],
-    "nuts_vs_peers": [
-        "--only",
-        "eight_schools",
-        "--warmup",
-        "100",
-        "--draws",
-        "100",
-        "--repeats",
-        "1",
-    ],
-    "posteriordb_check": [
-        "--only",
-        "earnings",
-        "--chains",
-        "2",
-        "--warmup",
-        "100",
-        "--draws",
-        "100",
-    ],
-    "devices_speedup": ["--particles", "400", "--chains", "4"],
+SCRIPTS = {  # script name -> its arguments
+    "diffusion_steps": "--sizes 1000",
+    "fkc_overhead": "--particles 500 --steps 20 --repeats 1",
+    "mcgdiff_gmm": "--quick --dys 1 --problems 2 --steps 20 --particles 200 "
+    "--methods MCGdiff TDS DPS AFDPS",
+    "smc_vs_blackjax": "--quick",
+    "nuts_vs_peers": "--only eight_schools --warmup 100 --draws 100 --repeats 1",
+    "posteriordb_check": "--only earnings --chains 2 --warmup 100 --draws 100",
+    "devices_speedup": "--particles 400 --chains 4",
 }
 
 
@@ -72,7 +40,7 @@ def test_script_runs(name):
     if name in ("smc_vs_blackjax", "nuts_vs_peers"):
         pytest.importorskip("blackjax")
     proc = subprocess.run(
-        [sys.executable, str(BENCH / f"{name}.py"), *SCRIPTS[name]],
+        [sys.executable, str(BENCH / f"{name}.py"), *SCRIPTS[name].split()],
         capture_output=True,
         text=True,
         timeout=600,
