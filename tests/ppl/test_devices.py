@@ -30,7 +30,10 @@ CHECKS = {
 kw = dict(y=y, chains=4, warmup=40, draws=30, seed=3, progress_bar=False)
 one = ppl.mcmc(model, devices=1, **kw)
 four = ppl.mcmc(model, devices=4, **kw)
-np.testing.assert_allclose(one.samples["mu"], four.samples["mu"], rtol=1e-9, atol=1e-9)
+# Same keys per chain, so the same trajectories; but the partitioned program may round a
+# reduction differently (seen: the log density 1 ulp apart at the first draw), and the dynamics
+# amplify that slowly (4e-9 after these 70 iterations): equal up to rounding, same tree sizes.
+np.testing.assert_allclose(one.samples["mu"], four.samples["mu"], rtol=1e-6, atol=1e-6)
 np.testing.assert_array_equal(one.stats["n_steps"], four.stats["n_steps"])
 print("SAME")
 """,
