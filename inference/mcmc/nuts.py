@@ -222,8 +222,8 @@ def step(
     key_p, key_dir, key_merge, key_leaf = jax.random.split(key, 4)
     p0 = metrics.sample_momentum(key_p, inverse_mass_matrix, dtype=dtype)
     # One direction and one merge variate per doubling, drawn up front; the variate of leaf i
-    # comes from fold_in(key_leaf, i) inside the loop (cheaper to run, and much cheaper to
-    # compile, than drawing 2^max_tree_depth variates per transition of which ~10 are used).
+    # comes from fold_in(key_leaf, i) inside the loop (cheaper to run than drawing
+    # 2^max_tree_depth variates per transition, of which ~10 are used).
     forwards = jax.random.bernoulli(key_dir, shape=(max_tree_depth,))
     merge_uniforms = jax.random.uniform(key_merge, (max_tree_depth,), dtype=dtype)
 
