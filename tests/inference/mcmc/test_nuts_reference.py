@@ -41,15 +41,15 @@ def reference_transition(x0, eps, imm, p0, forwards, merge_u, leaf_u, max_depth,
     ``(proposal, n_steps, depth, diverging, acceptance_rate, decisive)``, the last counting
     the merges that one extended criterion alone stopped, by ``(level, criterion)``: level
     ``"subtree"`` (inside a doubling) or ``"trajectory"`` (old trajectory + new subtree),
-    criterion ``"left"`` (left half + first point of the right) or ``"right"``."""
-    imm_mat = np.diag(imm) if imm.ndim == 1 else imm
+    criterion ``"left"`` (left half + first point of the right) or ``"right"``. ``imm`` is the
+    (dense) inverse mass matrix."""
 
     def hamiltonian(x, p):
         r = x - MEAN
-        return 0.5 * r @ PREC @ r + 0.5 * p @ imm_mat @ p  # kinetic energy with M^-1 = imm
+        return 0.5 * r @ PREC @ r + 0.5 * p @ imm @ p  # kinetic energy with M^-1 = imm
 
     def point(x, p):
-        return {"x": x, "p": p, "ps": imm_mat @ p}
+        return {"x": x, "p": p, "ps": imm @ p}
 
     def turn(a, b, rho):
         return bool(a @ rho <= 0 or b @ rho <= 0)
@@ -60,7 +60,7 @@ def reference_transition(x0, eps, imm, p0, forwards, merge_u, leaf_u, max_depth,
     def leaf(z, step, sub):
         """One leapfrog step; the leaf's multinomial update of the subtree's candidate."""
         p_half = z["p"] - 0.5 * step * PREC @ (z["x"] - MEAN)
-        x = z["x"] + step * imm_mat @ p_half
+        x = z["x"] + step * imm @ p_half
         p = p_half - 0.5 * step * PREC @ (x - MEAN)
         log_w = h0 - hamiltonian(x, p)
         i = run["n"]
