@@ -65,6 +65,8 @@ def _run(args) -> None:
         )
     print(post)
     print(post.summary())
+    if str(post.attrs.get("method", "")).startswith("mcmc"):
+        print(post.diagnose())
     if args.out:
         post.to_arviz().to_netcdf(args.out)
         print(f"wrote {args.out}")
@@ -107,15 +109,21 @@ def main(argv=None) -> None:
     bench.add_argument("script", nargs="?", help="script name (omit to list them)")
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="options passed to the script")
 
-    args = parser.parse_args(argv)
-    if args.command == "demo":
+    # argparse.REMAINDER does not take options that come first (`ppl demo --chains 2`), so the
+    # arguments after `demo` and after `bench SCRIPT` are passed on as they are
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["demo"]:
         from ppl import demo as demo_module
 
-        demo_module.main(args.rest)
-    elif args.command == "run":
-        _run(args)
+        demo_module.main(argv[1:])
+    elif argv[:1] == ["bench"] and len(argv) > 1 and not argv[1].startswith("-"):
+        _bench(argparse.Namespace(script=argv[1], rest=argv[2:]))
     else:
-        _bench(args)
+        args = parser.parse_args(argv)
+        if args.command == "run":
+            _run(args)
+        else:
+            _bench(args)
 
 
 if __name__ == "__main__":

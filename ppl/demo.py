@@ -51,8 +51,7 @@ def main(argv=None) -> ppl.Posterior:
     )
     print(post)
     print(post.summary(var_names=["mu", "tau", "theta"]))
-    divergences = int(post.stats["diverging"].sum())
-    print(f"divergences: {divergences}")
+    print(post.diagnose())
     ppc = ppl.predictive(eight_schools, EIGHT_SCHOOLS_SIGMA, posterior=post, y=None, seed=args.seed)
     inside = np.mean(
         (np.quantile(ppc["y"], 0.05, axis=(0, 1)) <= EIGHT_SCHOOLS_Y)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from inference.mcmc import adaptation
 from inference.mcmc.kernels import get_kernel
 from ppl import checkpoint as ppl_checkpoint
 from ppl.devices import select_devices, shard_leading
+from ppl.diagnostics import warn_if_problems
 from ppl.model import CompiledModel, compile_model, data_fingerprint
 from ppl.posterior import Posterior
 from ppl.validation import check_count, check_seed
@@ -189,14 +189,7 @@ def mcmc(
             "seed": seed if isinstance(seed, int) else -1,
         },
     )
-    if stats["diverging"].any():
-        n = int(stats["diverging"].sum())
-        warnings.warn(
-            f"{n} divergent transition(s) after warm-up ({n / stats['diverging'].size:.1%} of "
-            "draws): the posterior may be biased there; consider a higher target_accept or a "
-            "reparametrisation",
-            stacklevel=2,
-        )
+    warn_if_problems(post)
     return post
 
 

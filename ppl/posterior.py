@@ -99,6 +99,23 @@ class Posterior:
 
         return az.summary(self.to_arviz(), var_names=var_names, **kwargs)
 
+    def diagnose(self, **thresholds):
+        """Divergences, tree depth, E-BFMI, R-hat and bulk / tail ESS against the usual
+        thresholds (:mod:`ppl.diagnostics`); ``print()`` the result for a report.
+
+        Only for Markov chains (``ppl.mcmc``, ``ppl.pmmh``): SMC particles are not a chain; judge
+        them by ``stages["ess"]`` and by independent runs' ``log_marginal_likelihood``.
+        """
+        from ppl.diagnostics import diagnose
+
+        method = str(self.attrs.get("method", ""))
+        if not method.startswith(("mcmc", "pmmh")):
+            raise ValueError(
+                f"diagnose() checks Markov chains (ppl.mcmc, ppl.pmmh); this posterior comes from "
+                f"{method or 'an unknown method'}"
+            )
+        return diagnose(self, **thresholds)
+
     def plot(self, path: str | None = None, var_names=None, **kwargs):
         """Trace plot (ArviZ ``plot_trace``); saved to ``path`` as an image when given.
 

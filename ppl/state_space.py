@@ -34,6 +34,7 @@ from inference.smc import engine as _engine
 from inference.smc import filters as _filters
 from inference.smc import smoothing as _smoothing
 from inference.smc.resampling import RESAMPLERS
+from ppl.diagnostics import warn_if_problems
 from ppl.model import data_fingerprint
 from ppl.posterior import Posterior
 from ppl.smc_driver import PROGRESS_UPDATES
@@ -640,7 +641,7 @@ def pmmh(
         )
         for k in names
     }
-    return Posterior(
+    post = Posterior(
         samples=samples,
         stats={
             "acceptance_rate": np.asarray(jnp.mean(acc, axis=1)),
@@ -648,3 +649,5 @@ def pmmh(
         },
         attrs={"method": f"pmmh/{method}", "particles": int(particles), "partial": interrupted},
     )
+    warn_if_problems(post)
+    return post

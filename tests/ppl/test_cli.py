@@ -42,6 +42,7 @@ def test_run_writes_netcdf_and_prints_summary(tmp_path, capsys):
     )
     printed = capsys.readouterr().out
     assert "mu" in printed and "r_hat" in printed
+    assert "2 chain(s) x 100 draws" in printed  # the diagnostics report
     idata = az.from_netcdf(out)
     assert idata.posterior["mu"].shape == (2, 100)
     # exact posterior: mean 5 / 4.04 = 1.238, sd 0.50; 4 MCSE at ESS >= 150 is 0.16
@@ -59,3 +60,17 @@ def test_bad_model_spec_and_listing(tmp_path, capsys):
         cli.main(["--help"])
     assert exit_info.value.code == 0
     assert "ppl demo" in capsys.readouterr().out
+
+
+def test_demo_and_bench_take_their_options_first(monkeypatch):
+    """`ppl demo --chains 2 ...` and `ppl bench SCRIPT --quick`: options right after the
+    subcommand reach the demo / the script (argparse.REMAINDER alone refused them)."""
+    from ppl import demo
+
+    seen = {}
+    monkeypatch.setattr(demo, "main", lambda argv: seen.setdefault("demo", argv))
+    monkeypatch.setattr(cli, "_bench", lambda args: seen.setdefault("bench", args))
+    cli.main(["demo", "--no-progress", "--chains", "2"])
+    cli.main(["bench", "fkc_overhead", "--particles", "10"])
+    assert seen["demo"] == ["--no-progress", "--chains", "2"]
+    assert (seen["bench"].script, seen["bench"].rest) == ("fkc_overhead", ["--particles", "10"])
