@@ -32,16 +32,19 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro
 from jax.extend import core as jax_core
 from jax.flatten_util import ravel_pytree
 from numpyro import handlers
 from numpyro.distributions import constraints
-from numpyro.distributions.transforms import biject_to
+from numpyro.distributions.transforms import IdentityTransform, biject_to
+from numpyro.distributions.util import sum_rightmost
 from numpyro.infer.util import log_likelihood as _numpyro_log_likelihood
 
 from inference import rng
 
 INIT_RADIUS = 2.0
+JACOBIAN_SUFFIX = "__log_det_jacobian"
 INIT_ATTEMPTS = 100
 
 
@@ -72,15 +75,59 @@ class CompiledModel:
     site_dims: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     # -- maps between spaces -------------------------------------------------------------
+    def _unconstrained_trace(self, flat):
+        """The model's trace with every latent site set from the flat unconstrained vector.
+
+        Each site's bijection is ``biject_to`` of its support *as the model builds it in this
+        run*, so a support that depends on other latent values (``Uniform(a, a + 2)`` with a
+        latent ``a``, a truncation at a latent bound) is followed exactly; the log-Jacobian of
+        each site enters the trace as a ``factor`` site named ``<site>`` + ``JACOBIAN_SUFFIX``,
+        inside the site's plates and ``scale`` handlers, as numpyro's ``potential_energy``
+        does (``numpyro.infer.util._unconstrain_reparam``); ``scan`` bodies see it too.
+        """
+        unconstrained = self.unravel(flat)
+
+        def constrain(site):
+            name = site["name"]
+            if site["type"] != "sample" or name not in unconstrained:
+                return None
+            latent = self.latents[name]
+            u = unconstrained[name]
+            step = site["infer"].get("_scan_current_index")
+            if step is not None and jnp.ndim(u) > len(site["fn"].shape()) - (
+                latent.transform.codomain.event_dim - latent.transform.domain.event_dim
+            ):
+                u = u[step]  # inside numpyro's scan: this step's slice of the sequence
+            if latent.is_diffusion_prior:
+                return u
+            transform = biject_to(site["fn"].support)
+            value = transform(u)
+            if not _is_identity(transform):
+                log_det = transform.log_abs_det_jacobian(u, value)
+                extra = jnp.ndim(log_det) - jnp.ndim(value) + len(site["fn"].event_shape)
+                numpyro.factor(name + JACOBIAN_SUFFIX, sum_rightmost(log_det, extra))
+            return value
+
+        substituted = handlers.substitute(
+            handlers.seed(self.model, rng_seed=0), substitute_fn=constrain
+        )
+        return handlers.trace(substituted).get_trace(*self.args, **self.kwargs)
+
     def to_constrained(self, flat):
         """Flat unconstrained vector -> dict of constrained latent values."""
-        unconstrained = self.unravel(flat)
-        return {n: s.transform(unconstrained[n]) for n, s in self.latents.items()}
+        trace = self._unconstrained_trace(flat)
+        return {n: trace[n]["value"] for n in self.latents}
 
     def to_unconstrained(self, values: dict):
-        """Dict of constrained latent values -> flat unconstrained vector."""
+        """Dict of constrained latent values -> flat unconstrained vector (each site's inverse
+        bijection taken from its support in a run of the model at these values)."""
+        values = {n: jnp.asarray(values[n]) for n in self.latents}
+        trace = self._trace(values)
         unconstrained = {
-            n: s.transform.inv(jnp.asarray(values[n])) for n, s in self.latents.items()
+            n: values[n]
+            if s.is_diffusion_prior
+            else biject_to(trace[n]["fn"].support).inv(values[n])
+            for n, s in self.latents.items()
         }
         flat, _ = ravel_pytree(unconstrained)
         return flat
@@ -91,24 +138,15 @@ class CompiledModel:
 
     # -- densities -----------------------------------------------------------------------
     def log_prior_and_likelihood(self, flat):
-        """``(log prior on unconstrained space incl. Jacobian, log likelihood incl. factors)``."""
-        unconstrained = self.unravel(flat)
-        constrained = {}
-        log_det = 0.0
-        for name, site in self.latents.items():
-            value = site.transform(unconstrained[name])
-            constrained[name] = value
-            log_det = log_det + jnp.sum(
-                site.transform.log_abs_det_jacobian(unconstrained[name], value)
-            )
-        trace = self._trace(constrained)
-        log_prior = log_det
+        """``(log prior on unconstrained space incl. Jacobians, log likelihood incl. factors)``."""
+        trace = self._unconstrained_trace(flat)
+        log_prior = 0.0
         log_lik = 0.0
-        for site in trace.values():
+        for name, site in trace.items():
             if site["type"] != "sample":
                 continue
             term = _site_log_prob(site)
-            if site["is_observed"]:
+            if site["is_observed"] and not name.endswith(JACOBIAN_SUFFIX):
                 log_lik = log_lik + term
             else:
                 log_prior = log_prior + term
@@ -128,14 +166,8 @@ class CompiledModel:
     # -- draws -----------------------------------------------------------------------------
     def constrained_draws(self, flat):
         """Latent and deterministic site values for one flat unconstrained vector."""
-        constrained = self.to_constrained(flat)
-        if not self.deterministic:
-            return constrained
-        trace = self._trace(constrained)
-        out = dict(constrained)
-        for name in self.deterministic:
-            out[name] = trace[name]["value"]
-        return out
+        trace = self._unconstrained_trace(flat)
+        return {n: trace[n]["value"] for n in (*self.latents, *self.deterministic)}
 
     def draws_from(self, positions, with_log_likelihood: bool = True):
         """Site values (latent and deterministic) and pointwise log-likelihoods of flat
@@ -238,6 +270,13 @@ def _site_log_prob(site):
     return jnp.sum(log_prob)
 
 
+def _is_identity(transform) -> bool:
+    """``biject_to(real)`` and its ``independent`` wrappers: no Jacobian term."""
+    while hasattr(transform, "base_transform"):
+        transform = transform.base_transform
+    return isinstance(transform, IdentityTransform)
+
+
 def _is_diffusion_prior(fn) -> bool:
     return getattr(fn, "is_diffusion_prior", False)
 
@@ -312,6 +351,9 @@ def compile_model(
     factors: list[str] = []
     site_dims: dict[str, tuple[str, ...]] = {}
     for name, site in trace.items():
+        if site["type"] == "plate":
+            _check_full_plate(name, site)
+            continue
         if site["type"] == "deterministic":
             deterministic.append(name)
             continue
@@ -434,6 +476,19 @@ def _check_observed(name, fn, value, check_finite: bool = True) -> np.ndarray:
             "remove or impute them, or mask them with numpyro.handlers.mask"
         )
     return array
+
+
+def _check_full_plate(name, site) -> None:
+    """Refuse a subsampled plate: MCMC and SMC need the full-data log density (a random
+    subsample per evaluation is a noisy density, which the kernels' accept steps and the
+    evidence estimates do not allow)."""
+    size, subsample_size = site["args"][:2]
+    if subsample_size is not None and subsample_size != size:
+        raise ValueError(
+            f"plate '{name}' subsamples {subsample_size} of {size} elements (subsample_size=): "
+            "MCMC and SMC need the full-data log density; remove subsample_size (subsampling "
+            "is for stochastic variational inference)"
+        )
 
 
 def _plate_dims(site) -> tuple[str, ...]:

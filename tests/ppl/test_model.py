@@ -91,6 +91,24 @@ def test_discrete_latent_site_is_rejected_by_name():
         compile_model(model)
 
 
+def test_subsampled_plate_is_rejected_by_name():
+    def model(y):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+        with numpyro.plate("rows", 100, subsample_size=10) as idx:
+            numpyro.sample("y", dist.Normal(mu, 1.0), obs=y[idx])
+
+    with pytest.raises(ValueError, match="plate 'rows' subsamples 10 of 100 elements"):
+        compile_model(model, (np.zeros(100),))
+
+    # the full plate (subsample_size equal to the size) is fine
+    def full(y):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+        with numpyro.plate("rows", 100, subsample_size=100):
+            numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    assert compile_model(full, (np.zeros(100),)).dim == 1
+
+
 def test_support_without_bijection_is_rejected_by_name():
     class Odd(constraints.Constraint):
         def __call__(self, x):
