@@ -20,7 +20,7 @@ The checks Stan's ``diagnose`` and PyMC run after sampling, computed with ArviZ:
 R-hat and ESS are ArviZ's estimators (``az.rhat``, ``az.ess(method="bulk" | "tail")``, which
 follow the paper), vectorised over the elements of every site: ArviZ evaluates them one element
 at a time in Python, which after every ``ppl.mcmc`` call would cost ~4.5 ms per element (9.0 s
-for 2000 elements x 4000 draws on one core; 4.8 s here, 25 ms against 92 ms for 20). The test
+for 2000 elements x 4000 draws on one core; 4.4-5.2 s here, 25 ms against 83-92 ms for 20). The test
 suite checks agreement with ArviZ to rounding. (Tail ESS is at the 5% and 95% quantiles, as in
 the paper, Stan and ArviZ 0.2x; ArviZ 1.x's ``az.ess(method="tail")`` defaults to the quantiles
 of its credible-interval probability, 11% and 89%, so its summary table can show larger values.)
