@@ -469,12 +469,18 @@ def _check_observed(name, fn, value, check_finite: bool = True) -> np.ndarray:
             f"observed site '{name}': obs has shape {array.shape}, but its distribution "
             f"{type(fn).__name__} has batch_shape + event_shape {expected}"
         )
-    if check_finite and np.issubdtype(array.dtype, np.number) and not np.all(np.isfinite(array)):
-        bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
-        raise ValueError(
-            f"observed site '{name}' contains {bad} non-finite value(s) (NaN or inf); "
-            "remove or impute them, or mask them with numpyro.handlers.mask"
-        )
+    if check_finite and np.issubdtype(array.dtype, np.number):
+        usable = np.isfinite(array)
+        mask = getattr(fn, "_mask", None)  # MaskedDistribution: obs_mask=, handlers.mask
+        if mask is not None and not isinstance(mask, bool):
+            mask = np.reshape(np.asarray(mask, bool), np.shape(mask) + (1,) * len(event))
+            usable = usable | ~np.broadcast_to(mask, usable.shape)
+        if not usable.all():
+            raise ValueError(
+                f"observed site '{name}' contains {int(usable.size - usable.sum())} non-finite "
+                "value(s) (NaN or inf) where it is not masked; remove or impute them, or mask "
+                "them out (obs_mask=, or numpyro.handlers.mask)"
+            )
     return array
 
 

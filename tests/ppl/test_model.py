@@ -145,6 +145,28 @@ def test_observed_nan_is_rejected_by_name():
         compile_model(scale_model, (), {"y": bad})
 
 
+def test_nan_where_obs_mask_hides_it_is_accepted_and_changes_nothing():
+    """numpyro's obs_mask: missing values may be NaN. The density and its gradient are those of
+    the same data with any finite filler; NaN where the mask keeps the value is still refused."""
+
+    def missing(y, mask):
+        m = numpyro.sample("m", dist.Normal(0.0, 5.0))
+        with numpyro.plate("n", len(y)):
+            numpyro.sample("y", dist.Normal(m, 1.0), obs=y, obs_mask=mask)
+
+    y = np.array([0.3, np.nan, 1.2, np.nan])
+    mask = np.isfinite(y)
+    with_nan = compile_model(missing, (y, mask))
+    filled = compile_model(missing, (np.nan_to_num(y, nan=50.0), mask))
+    flat = jnp.array([0.4, -1.0, 0.7, 2.0, 0.1])[: with_nan.dim]
+    value, grad = jax.value_and_grad(with_nan.logdensity)(flat)
+    np.testing.assert_allclose(value, filled.logdensity(flat), rtol=1e-6)
+    np.testing.assert_allclose(grad, jax.grad(filled.logdensity)(flat), rtol=1e-6)
+    assert np.isfinite(value) and np.all(np.isfinite(grad))
+    with pytest.raises(ValueError, match="'y_observed' contains 1 non-finite value.*not masked"):
+        compile_model(missing, (y, np.array([True, True, True, False])))
+
+
 def test_model_that_raises_is_reported_as_such():
     def model():
         raise KeyError("oops")
