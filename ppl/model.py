@@ -50,7 +50,9 @@ INIT_ATTEMPTS = 100
 
 @dataclass(frozen=True)
 class LatentSite:
-    """A latent sample site: its constrained shape and the bijection from unconstrained space."""
+    """A latent sample site: its constrained and unconstrained shapes, and the bijection of its
+    support as traced (for shapes and event dimensions only: the density and the maps between
+    spaces rebuild each site's bijection from its support in every run of the model)."""
 
     name: str
     shape: tuple[int, ...]
