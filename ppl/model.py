@@ -76,6 +76,21 @@ class CompiledModel:
     unravel: Callable
     site_dims: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
+    @cached_property
+    def traceable_model(self) -> Callable:
+        """The model with NumPy ``obs=`` values handed to numpyro as JAX arrays: under ``jit``
+        a NumPy array compared with a traced bound (``Uniform(lo, hi)`` observing data, with
+        latent ``lo``, ``hi``: numpyro's support check) would raise
+        ``TracerArrayConversionError``."""
+
+        def as_jax(site):
+            value = site["value"]
+            if site["type"] == "sample" and site["is_observed"] and isinstance(value, np.ndarray):
+                return jnp.asarray(value)
+            return None
+
+        return handlers.substitute(self.model, substitute_fn=as_jax)
+
     # -- maps between spaces -------------------------------------------------------------
     def _unconstrained_trace(self, flat):
         """The model's trace with every latent site set from the flat unconstrained vector.
@@ -111,7 +126,7 @@ class CompiledModel:
             return value
 
         substituted = handlers.substitute(
-            handlers.seed(self.model, rng_seed=0), substitute_fn=constrain
+            handlers.seed(self.traceable_model, rng_seed=0), substitute_fn=constrain
         )
         return handlers.trace(substituted).get_trace(*self.args, **self.kwargs)
 
@@ -135,7 +150,9 @@ class CompiledModel:
         return flat
 
     def _trace(self, constrained: dict):
-        substituted = handlers.substitute(handlers.seed(self.model, rng_seed=0), data=constrained)
+        substituted = handlers.substitute(
+            handlers.seed(self.traceable_model, rng_seed=0), data=constrained
+        )
         return handlers.trace(substituted).get_trace(*self.args, **self.kwargs)
 
     # -- densities -----------------------------------------------------------------------
@@ -221,7 +238,7 @@ class CompiledModel:
         if not self.observed:
             return {}
         latent = {n: samples[n] for n in self.latents}
-        lls = _numpyro_log_likelihood(self.model, latent, *self.args, **self.kwargs)
+        lls = _numpyro_log_likelihood(self.traceable_model, latent, *self.args, **self.kwargs)
         return {n: v for n, v in lls.items() if n in self.observed}
 
     def initial_candidates(self, key, num: int):

@@ -255,7 +255,9 @@ def _prior_particles(compiled, key, runs: int, particles: int):
     """Exact prior draws of the latent sites, mapped to unconstrained space: ``(runs, N, d)``."""
     try:
         draws = Predictive(
-            compiled.model, num_samples=runs * particles, return_sites=list(compiled.latents)
+            compiled.traceable_model,
+            num_samples=runs * particles,
+            return_sites=list(compiled.latents),
         )(key, *compiled.args, **compiled.kwargs)
     except NotImplementedError as err:
         raise ValueError(
