@@ -70,10 +70,13 @@ class Diagnosis:
 
     def __str__(self) -> str:
         head = f"{self.num_chains} chain(s) x {self.num_draws} draws: "
+        note = " (R-hat needs two chains or more)" if self.num_chains == 1 else ""
         if self.ok:
-            return head + "no problems found (" + ", ".join(self._passed()) + ")"
+            return head + "no problems found (" + ", ".join(self._passed()) + ")" + note
         return (
-            head + f"{len(self.problems)} problem(s)\n" + "\n".join(f"- {p}" for p in self.problems)
+            head
+            + f"{len(self.problems)} problem(s){note}\n"
+            + "\n".join(f"- {p}" for p in self.problems)
         )
 
     def _passed(self) -> list[str]:

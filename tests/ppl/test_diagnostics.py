@@ -154,6 +154,13 @@ def test_chains_that_never_move_give_an_infinite_rhat_not_a_crash():
     assert any(p.startswith("R-hat up to inf (mu)") for p in d.problems)
 
 
+def test_one_chain_skips_rhat_and_says_so():
+    post, _ = _mcmc_quietly(normal_mean, y=Y, chains=1, warmup=200, draws=600, seed=0)
+    d = post.diagnose()
+    assert d.max_rhat is None and d.min_ess_bulk is not None
+    assert "R-hat needs two chains or more" in str(d)
+
+
 def test_diagnose_refuses_smc_particles():
     post = ppl.smc(normal_mean, y=Y, particles=200, seed=0, progress_bar=False)
     with pytest.raises(ValueError, match="diagnose\\(\\) checks Markov chains"):
