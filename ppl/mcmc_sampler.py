@@ -174,7 +174,9 @@ def mcmc(
     if kernel_obj.name in ("rwmh", "mala"):
         for name in ("energy", "n_steps", "tree_depth"):
             stats.pop(name)
-    samples, pointwise = compiled.draws_from(positions, log_likelihood)
+    samples, pointwise = compiled.draws_from(
+        positions, log_likelihood, key=jax.random.fold_in(key_init, 1)
+    )
     post = Posterior(
         samples=samples,
         stats=stats,

@@ -11,7 +11,9 @@ effect handlers gives its sites; from those we build
 
   where :math:`T_s` = ``biject_to(support_s)`` (numpyro's transforms, the Jacobian added here
   once), split into a *prior* part (latent sites and Jacobians) and a *likelihood* part
-  (observed sites and ``factor`` terms) for tempering;
+  (observed sites and ``factor`` terms) for tempering; discrete latent sites ``k`` with a
+  finite support are summed out, :math:`\\log \\sum_k \\pi(z, k)`, by numpyro's enumeration
+  (``funsor``), and drawn afterwards from :math:`p(k \\mid z, y)`;
 * initial points drawn Stan-style, uniformly in ``(-2, 2)`` on unconstrained space and redrawn
   until the log density and its gradient are finite;
 * maps between the flat unconstrained vector and the dict of constrained site values,
@@ -24,9 +26,10 @@ Every check that can fail on user input runs here, on the host, before any compi
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Any
 
 import jax
@@ -75,6 +78,9 @@ class CompiledModel:
     dim: int
     unravel: Callable
     site_dims: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    enumerated: tuple[str, ...] = ()
+    enumerated_in_scan: bool = False
+    max_plate_nesting: int = 0
 
     @cached_property
     def traceable_model(self) -> Callable:
@@ -92,8 +98,8 @@ class CompiledModel:
         return handlers.substitute(self.model, substitute_fn=as_jax)
 
     # -- maps between spaces -------------------------------------------------------------
-    def _unconstrained_trace(self, flat):
-        """The model's trace with every latent site set from the flat unconstrained vector.
+    def _constrained_model(self, flat) -> Callable:
+        """The model with every continuous latent site set from the flat unconstrained vector.
 
         Each site's bijection is ``biject_to`` of its support *as the model builds it in this
         run*, so a support that depends on other latent values (``Uniform(a, a + 2)`` with a
@@ -101,6 +107,7 @@ class CompiledModel:
         each site enters the trace as a ``factor`` site named ``<site>`` + ``JACOBIAN_SUFFIX``,
         inside the site's plates and ``scale`` handlers, as numpyro's ``potential_energy``
         does (``numpyro.infer.util._unconstrain_reparam``); ``scan`` bodies see it too.
+        Enumerated discrete sites are left to the handlers around it.
         """
         unconstrained = self.unravel(flat)
 
@@ -125,10 +132,27 @@ class CompiledModel:
                 numpyro.factor(name + JACOBIAN_SUFFIX, sum_rightmost(log_det, extra))
             return value
 
-        substituted = handlers.substitute(
-            handlers.seed(self.traceable_model, rng_seed=0), substitute_fn=constrain
-        )
-        return handlers.trace(substituted).get_trace(*self.args, **self.kwargs)
+        return handlers.substitute(self.traceable_model, substitute_fn=constrain)
+
+    def _unconstrained_trace(self, flat):
+        """The trace of :meth:`_constrained_model` (enumerated sites drawn from their priors,
+        with a fixed seed: use it for continuous sites only)."""
+        model = handlers.seed(self._constrained_model(flat), rng_seed=0)
+        return handlers.trace(model).get_trace(*self.args, **self.kwargs)
+
+    def _enumerate(self, model: Callable) -> Callable:
+        """``model`` with every discrete site enumerated in parallel, in dimensions to the left
+        of the plates (numpyro's ``enum(config_enumerate(model))``)."""
+        from numpyro.contrib.funsor import config_enumerate, enum
+
+        return enum(config_enumerate(model), first_available_dim=-self.max_plate_nesting - 1)
+
+    def _marginal_log_density(self, model: Callable):
+        """``log sum_z p(z, ...)`` over the enumerated sites ``z`` (funsor's variable
+        elimination, as numpyro's HMC does for discrete latent sites)."""
+        from numpyro.contrib.funsor import log_density
+
+        return log_density(self._enumerate(model), self.args, self.kwargs, {})[0]
 
     def to_constrained(self, flat):
         """Flat unconstrained vector -> dict of constrained latent values."""
@@ -157,7 +181,17 @@ class CompiledModel:
 
     # -- densities -----------------------------------------------------------------------
     def log_prior_and_likelihood(self, flat):
-        """``(log prior on unconstrained space incl. Jacobians, log likelihood incl. factors)``."""
+        """``(log prior on unconstrained space incl. Jacobians, log likelihood incl. factors)``.
+
+        With enumerated discrete sites ``z`` the split is of the marginal density,
+        ``log p(theta) = log sum_z p(theta, z)`` (observed sites and factors masked out) and
+        ``log p(y | theta) = log sum_z p(theta, z, y) - log p(theta)``.
+        """
+        if self.enumerated:
+            model = self._constrained_model(flat)
+            log_joint = self._marginal_log_density(model)
+            log_prior = self._marginal_log_density(_DropLikelihood(model))
+            return log_prior, log_joint - log_prior
         trace = self._unconstrained_trace(flat)
         log_prior = 0.0
         log_lik = 0.0
@@ -172,7 +206,10 @@ class CompiledModel:
         return log_prior, log_lik
 
     def logdensity(self, flat):
-        """Log posterior density (up to a constant) of the flat unconstrained vector."""
+        """Log posterior density (up to a constant) of the flat unconstrained vector, with any
+        discrete sites summed out."""
+        if self.enumerated:
+            return self._marginal_log_density(self._constrained_model(flat))
         log_prior, log_lik = self.log_prior_and_likelihood(flat)
         return log_prior + log_lik
 
@@ -183,17 +220,42 @@ class CompiledModel:
         return self.log_prior_and_likelihood(flat)[1]
 
     # -- draws -----------------------------------------------------------------------------
-    def constrained_draws(self, flat):
-        """Latent and deterministic site values for one flat unconstrained vector."""
-        trace = self._unconstrained_trace(flat)
-        return {n: trace[n]["value"] for n in (*self.latents, *self.deterministic)}
+    def constrained_draws(self, flat, key=None, recover_discrete: bool = True):
+        """Latent and deterministic site values for one flat unconstrained vector.
 
-    def draws_from(self, positions, with_log_likelihood: bool = True):
-        """Site values (latent and deterministic) and pointwise log-likelihoods of flat
-        unconstrained draws shaped ``(chains, draws, dim)``, each shaped ``(chains, draws, ...)``.
-        """
+        Enumerated discrete sites are drawn from their conditional posterior given the
+        continuous ones and the data (numpyro's ``infer_discrete``, forward-filter
+        backward-sample by variable elimination), with ``key``; deterministic sites see those
+        draws. With ``recover_discrete=False`` only the continuous sites are returned (the
+        deterministic ones might depend on the discrete draws)."""
+        model = self._constrained_model(flat)
+        sites = tuple(self.latents)
+        if self.enumerated and recover_discrete:
+            from numpyro.contrib.funsor import config_enumerate, infer_discrete
+
+            model = infer_discrete(
+                config_enumerate(model),
+                first_available_dim=-self.max_plate_nesting - 1,
+                temperature=1,
+                rng_key=key,
+            )
+            sites = (*sites, *self.enumerated)
+        if recover_discrete or not self.enumerated:
+            sites = (*sites, *self.deterministic)
+        trace = handlers.trace(handlers.seed(model, rng_seed=0)).get_trace(
+            *self.args, **self.kwargs
+        )
+        return {n: trace[n]["value"] for n in sites}
+
+    def draws_from(self, positions, with_log_likelihood: bool = True, key=None):
+        """Site values (latent, enumerated and deterministic) and pointwise log-likelihoods of
+        flat unconstrained draws shaped ``(chains, draws, dim)``, each shaped
+        ``(chains, draws, ...)``. ``key`` (default ``PRNGKey(0)``) seeds the draws of
+        enumerated discrete sites."""
         chains, draws = positions.shape[:2]
-        values = self.batched_draws(jnp.asarray(np.reshape(positions, (chains * draws, -1))))
+        flat = jnp.asarray(np.reshape(positions, (chains * draws, -1)))
+        keys = jax.random.split(jax.random.PRNGKey(0) if key is None else key, len(flat))
+        values = self._site_draws(flat, keys)
 
         def shaped(v):
             return np.asarray(v).reshape(chains, draws, *np.shape(v)[1:])
@@ -207,10 +269,34 @@ class CompiledModel:
             }
         return samples, pointwise
 
+    def _site_draws(self, flat, keys) -> dict:
+        """:meth:`batched_draws`, or the continuous sites alone, with a warning, where the
+        discrete sites cannot be recovered (numpyro's ``infer_discrete`` does not support
+        ``scan``)."""
+        if not self.enumerated:
+            return self.batched_draws(flat, keys)
+        problem = "they are enumerated inside scan" if self.enumerated_in_scan else None
+        if problem is None:
+            try:
+                return self.batched_draws(flat, keys)
+            except Exception as err:  # noqa: BLE001 - reported below, continuous draws kept
+                problem = f"numpyro's infer_discrete failed: {err!r}"
+        dropped = [*self.enumerated, *self.deterministic]
+        warnings.warn(
+            f"the discrete site(s) {list(self.enumerated)} are summed out of the density but "
+            f"not drawn ({problem}); {dropped} are left out of the draws",
+            stacklevel=3,
+        )
+        return self._batched_continuous_draws(flat, keys)
+
     @cached_property
     def batched_draws(self) -> Callable:
         """Jitted ``constrained_draws`` over a leading batch axis (compiled once per model)."""
         return jax.jit(jax.vmap(self.constrained_draws))
+
+    @cached_property
+    def _batched_continuous_draws(self) -> Callable:
+        return jax.jit(jax.vmap(partial(self.constrained_draws, recover_discrete=False)))
 
     @cached_property
     def batched_pointwise_log_likelihood(self) -> Callable:
@@ -233,13 +319,70 @@ class CompiledModel:
     def pointwise_log_likelihood(self, samples: dict) -> dict:
         """Per-observation log-likelihood of each observed site (numpyro's ``log_likelihood``).
 
-        ``samples`` maps latent names to arrays with one leading batch axis.
+        ``samples`` maps latent names to arrays with one leading batch axis. With enumerated
+        discrete sites it is the marginal ``log p(y_i | theta)`` (:meth:`_marginal_pointwise`).
         """
         if not self.observed:
             return {}
         latent = {n: samples[n] for n in self.latents}
+        if self.enumerated:
+            return jax.vmap(self._marginal_pointwise)(latent)
         lls = _numpyro_log_likelihood(self.traceable_model, latent, *self.args, **self.kwargs)
         return {n: v for n, v in lls.items() if n in self.observed}
+
+    def _marginal_pointwise(self, latent: dict) -> dict:
+        """``log p(y_i | theta) = log sum_z p(z | theta) p(y_i | z, theta)`` per element of each
+        observed site, the discrete sites ``z`` summed out.
+
+        In the enumerated trace every discrete site's log-probability carries its own
+        enumeration dimension and the plate dimensions it lives in; adding them to the observed
+        site's and taking ``logsumexp`` over the enumeration dimensions, element by element of
+        the plates, sums out the ``z`` that ``y_i`` depends on, while every other ``z``'s
+        conditional sums to one. This is the per-observation marginal only where each discrete
+        site lives in every plate of the observed site's (a mixture's assignments, local to the
+        data); a site for which that fails (a discrete site in a plate the observation is not
+        in) gets no pointwise log-likelihood, with a warning.
+        """
+        if self.enumerated_in_scan:
+            warnings.warn(
+                f"no pointwise log-likelihood for a model whose discrete site(s) "
+                f"{list(self.enumerated)} are enumerated inside scan (a Markov chain needs the "
+                "forward algorithm per observation); the log_likelihood group is left empty",
+                stacklevel=2,
+            )
+            return {}
+        model = handlers.substitute(self.traceable_model, data=latent)
+        enumerated = handlers.trace(handlers.seed(self._enumerate(model), rng_seed=0)).get_trace(
+            *self.args, **self.kwargs
+        )
+        plain = handlers.trace(handlers.seed(model, rng_seed=0)).get_trace(
+            *self.args, **self.kwargs
+        )
+        discrete = sum(_log_prob(enumerated[n]) for n in self.enumerated)
+        pointwise = {}
+        for name in self.observed:
+            expected = jnp.shape(_log_prob(plain[name]))
+            total = discrete + _log_prob(enumerated[name])
+            enum_dims = total.ndim - self.max_plate_nesting
+            if enum_dims > 0:
+                total = jax.nn.logsumexp(total, axis=tuple(range(enum_dims)))
+            extra = total.ndim - len(expected)
+            if extra > 0 and all(size == 1 for size in total.shape[:extra]):
+                total = jnp.reshape(total, total.shape[extra:])
+            try:
+                fits = np.broadcast_shapes(total.shape, expected) == tuple(expected)
+            except ValueError:
+                fits = False
+            if not fits:
+                warnings.warn(
+                    f"observed site '{name}': no pointwise log-likelihood with the discrete "
+                    f"site(s) {list(self.enumerated)} summed out (one lives in a plate that "
+                    f"'{name}' is not in); it is left out of the log_likelihood group",
+                    stacklevel=2,
+                )
+                continue
+            pointwise[name] = jnp.broadcast_to(total, expected)
+        return pointwise
 
     def initial_candidates(self, key, num: int):
         """``(num, INIT_ATTEMPTS, dim)`` Stan-style candidate starts, uniform on ``(-2, 2)`` on
@@ -282,11 +425,29 @@ class CompiledModel:
         return f" (non-finite log density at site(s) {', '.join(map(repr, bad))})" if bad else ""
 
 
-def _site_log_prob(site):
+def _log_prob(site):
+    """The site's elementwise log-probability, scaled by its ``scale`` handler."""
     log_prob = site["fn"].log_prob(site["value"])
     if site.get("scale") is not None:
         log_prob = site["scale"] * log_prob
-    return jnp.sum(log_prob)
+    return log_prob
+
+
+class _DropLikelihood(handlers.Messenger):
+    """Mask out observed sites and user ``factor`` terms (not the Jacobian factors): the
+    model's marginal prior."""
+
+    def process_message(self, msg):
+        if (
+            msg["type"] == "sample"
+            and msg["is_observed"]
+            and not msg["name"].endswith(JACOBIAN_SUFFIX)
+        ):
+            msg["fn"] = msg["fn"].mask(False)
+
+
+def _site_log_prob(site):
+    return jnp.sum(_log_prob(site))
 
 
 def _is_identity(transform) -> bool:
@@ -356,15 +517,21 @@ def compile_model(
 ) -> CompiledModel:
     """Trace ``model(*args, **kwargs)`` and build its :class:`CompiledModel`.
 
-    Raises ``ValueError`` / ``TypeError`` naming the site for: discrete latent sites (when
-    ``require_continuous``), supports without a bijection to unconstrained space, observed
-    values whose shape does not match their distribution, non-finite observed values, and a
-    model without latent sites.
+    Discrete latent sites with a finite support (``Bernoulli``, ``Categorical``, ...) are
+    *enumerated*: the log density sums them out by variable elimination (``funsor``, as
+    numpyro's HMC does; plates must carry every batch dimension) and the draws recover them
+    from their conditional posterior.
+
+    Raises ``ValueError`` / ``TypeError`` naming the site for: discrete latent sites without a
+    finite support (when ``require_continuous``), supports without a bijection to
+    unconstrained space, observed values whose shape does not match their distribution,
+    non-finite observed values, and a model without continuous latent sites.
     """
     kwargs = dict(kwargs or {})
     trace = trace_model(model, args, kwargs)
     computed = _observed_from_latents(model, args, kwargs, trace)
     latents: dict[str, LatentSite] = {}
+    enumerated: list[str] = []
     observed: dict[str, np.ndarray] = {}
     deterministic: list[str] = []
     factors: list[str] = []
@@ -388,11 +555,21 @@ def compile_model(
                 name, fn, site["value"], check_finite=name not in computed
             )
             continue
+        if require_continuous and _is_enumerable(fn):
+            enumerated.append(name)
+            continue
         latents[name] = _latent_site(name, fn, site["value"], require_continuous)
     if not latents:
         raise ValueError(
-            "the model has no latent sample sites: nothing to infer (every site is observed)"
+            "the model has no continuous latent sample sites: nothing to infer "
+            + (
+                f"(its discrete sites {enumerated} are summed out)"
+                if enumerated
+                else "(every site is observed)"
+            )
         )
+    if enumerated:
+        _require_funsor(enumerated)
     unconstrained_example = {n: jnp.zeros(s.unconstrained_shape) for n, s in latents.items()}
     flat, unravel = ravel_pytree(unconstrained_example)
     return CompiledModel(
@@ -406,7 +583,29 @@ def compile_model(
         dim=int(flat.shape[0]),
         unravel=unravel,
         site_dims=site_dims,
+        enumerated=tuple(enumerated),
+        enumerated_in_scan=any("_scan_current_index" in trace[n]["infer"] for n in enumerated),
+        max_plate_nesting=max(
+            (-f.dim for site in trace.values() for f in site.get("cond_indep_stack", []) if f.dim),
+            default=0,
+        ),
     )
+
+
+def _is_enumerable(fn) -> bool:
+    """A discrete distribution whose finite support numpyro can enumerate."""
+    discrete = getattr(fn.support, "is_discrete", False) or getattr(fn, "is_discrete", False)
+    return bool(discrete and getattr(fn, "has_enumerate_support", False))
+
+
+def _require_funsor(sites: list[str]) -> None:
+    try:
+        import funsor  # noqa: F401
+    except ImportError as err:  # pragma: no cover - funsor is a dependency
+        raise ImportError(
+            f"the discrete latent site(s) {sites} are summed out by enumeration, which needs "
+            "the funsor package (pip install funsor)"
+        ) from err
 
 
 def _observed_from_latents(model, args, kwargs, trace) -> set[str]:
@@ -450,9 +649,10 @@ def _latent_site(name, fn, value, require_continuous) -> LatentSite:
         getattr(support, "is_discrete", False) or getattr(fn, "is_discrete", False)
     ):
         raise ValueError(
-            f"latent site '{name}' has a discrete distribution ({type(fn).__name__}); "
-            "gradient-based kernels need continuous latent sites: marginalise it out, or "
-            "observe it with obs=..."
+            f"latent site '{name}' has a discrete distribution ({type(fn).__name__}) without a "
+            "finite support to enumerate; gradient-based kernels need continuous latent "
+            "sites: marginalise it out by hand, bound it (e.g. a Categorical over its "
+            "plausible values, which is summed out), or observe it with obs=..."
         )
     if _is_diffusion_prior(fn):
         shape = tuple(jnp.shape(value))

@@ -202,7 +202,9 @@ def smc(
             "target_ess"
         )
     positions = np.asarray(result.particles)
-    samples, pointwise = compiled.draws_from(positions, log_likelihood)
+    samples, pointwise = compiled.draws_from(
+        positions, log_likelihood, key=jax.random.fold_in(key_prior, 1)
+    )
     num_stages = int(np.max(result.num_stages))
     stages = {
         "temperature": result.temperature[:, :num_stages],
