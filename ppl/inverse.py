@@ -46,7 +46,7 @@ from inference.diffusion.posterior.mcgdiff import mcgdiff_grid, svd_observation
 from inference.diffusion.posterior.tds import gaussian_twist, tds_mala_rejuvenation
 from inference.diffusion.posterior.tds import tds as _tds
 from inference.smc import engine
-from ppl.model import compile_model, data_fingerprint, trace_model
+from ppl.model import compile_model, program_fingerprint, trace_model
 from ppl.posterior import Posterior
 from ppl.smc_driver import drive_one
 from ppl.validation import check_count, check_probability, check_seed
@@ -499,13 +499,10 @@ def smc_inverse_problem(
 
 
 def _cache_key(model, args, kwargs, *settings):
-    """Identity of an inverse-problem program (model, data, settings), or ``None`` (no reuse
-    of compiled code) when the data cannot be fingerprinted."""
-    fingerprint = data_fingerprint(args, kwargs)
-    if fingerprint is None:
-        return None
+    """Identity of an inverse-problem program: the model, its data, the globals it reads (an
+    operator ``A``, a noise level: :func:`ppl.model.program_fingerprint`) and the settings."""
     frozen = tuple(tuple(sorted(s.items())) if isinstance(s, dict) else s for s in settings)
-    return (model, fingerprint, *frozen)
+    return (program_fingerprint(model, args, kwargs), *frozen)
 
 
 def _check_rejuvenation(rejuvenation, method):

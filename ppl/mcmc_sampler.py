@@ -25,7 +25,7 @@ from inference.mcmc.kernels import get_kernel
 from ppl import checkpoint as ppl_checkpoint
 from ppl.devices import select_devices, shard_leading
 from ppl.diagnostics import warn_if_problems
-from ppl.model import CompiledModel, compile_model, data_fingerprint
+from ppl.model import CompiledModel, compile_model, program_fingerprint
 from ppl.posterior import Posterior
 from ppl.validation import check_count, check_seed
 
@@ -240,23 +240,20 @@ MAX_CACHED_PROGRAMS = 8
 
 
 def _program(model, args, kwargs, kernel_obj, chains, warmup, total, chunk) -> _Program:
-    fingerprint = data_fingerprint(args, kwargs)
-    cache_key = None
-    if fingerprint is not None:
-        cache_key = (model, fingerprint, kernel_obj, chains, warmup, total, chunk)
-        if cache_key in _PROGRAMS:
-            _PROGRAMS.move_to_end(cache_key)
-            return _PROGRAMS[cache_key]
+    cache_key = (program_fingerprint(model, args, kwargs), kernel_obj, chains, warmup, total)
+    cache_key += (chunk,)
+    if cache_key in _PROGRAMS:
+        _PROGRAMS.move_to_end(cache_key)
+        return _PROGRAMS[cache_key]
     compiled = compile_model(model, args, kwargs)
     if any(s.is_diffusion_prior for s in compiled.latents.values()):
         raise ValueError(
             "the model has a DiffusionPrior site; sample its posterior with ppl.smc(model, ...)"
         )
     program = _build_program(compiled, kernel_obj, chains, warmup, chunk)
-    if cache_key is not None:
-        _PROGRAMS[cache_key] = program
-        while len(_PROGRAMS) > MAX_CACHED_PROGRAMS:
-            _PROGRAMS.popitem(last=False)
+    _PROGRAMS[cache_key] = program
+    while len(_PROGRAMS) > MAX_CACHED_PROGRAMS:
+        _PROGRAMS.popitem(last=False)
     return program
 
 

@@ -26,6 +26,7 @@ Every check that can fail on user input runs here, on the host, before any compi
 from __future__ import annotations
 
 import hashlib
+import types
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -461,6 +462,16 @@ def _is_diffusion_prior(fn) -> bool:
     return getattr(fn, "is_diffusion_prior", False)
 
 
+def _wraps_diffusion_prior(fn) -> bool:
+    """A ``DiffusionPrior`` expanded by a plate, ``sample_shape`` or ``.expand`` (or masked):
+    not the plain prior the diffusion-time samplers recognise."""
+    while hasattr(fn, "base_dist"):
+        fn = fn.base_dist
+        if _is_diffusion_prior(fn):
+            return True
+    return False
+
+
 def trace_model(model: Callable, args: tuple, kwargs: dict, seed: int = 0):
     """Run the model once under numpyro's ``trace`` handler, for its site structure.
 
@@ -555,6 +566,13 @@ def compile_model(
                 name, fn, site["value"], check_finite=name not in computed
             )
             continue
+        if _wraps_diffusion_prior(fn):
+            raise ValueError(
+                f"latent site '{name}': a DiffusionPrior must be sampled as it is, outside "
+                f"plates and without sample_shape (here it is a {type(fn).__name__} with "
+                f"batch shape {tuple(fn.batch_shape)}); one site is one draw of the prior's "
+                "shape"
+            )
         if require_continuous and _is_enumerable(fn):
             enumerated.append(name)
             continue
@@ -727,14 +745,106 @@ def data_fingerprint(args, kwargs):
     leaves, treedef = jax.tree.flatten((args, kwargs))
     parts = []
     for leaf in leaves:
-        if isinstance(leaf, (np.ndarray, jax.Array, np.generic)):
-            array = np.asarray(leaf)
-            digest = hashlib.sha1(np.ascontiguousarray(array).view(np.uint8)).hexdigest()
-            parts.append((array.shape, array.dtype.str, digest))
-        else:
-            try:
-                hash(leaf)
-            except TypeError:
-                return None
-            parts.append((type(leaf), leaf))
+        part = _leaf_fingerprint(leaf)
+        if part is None:
+            return None
+        parts.append(part)
     return treedef, tuple(parts)
+
+
+def _leaf_fingerprint(leaf):
+    """An array by shape, dtype and digest of its contents; a hashable value as itself;
+    ``None`` for anything else."""
+    if isinstance(leaf, (np.ndarray, jax.Array, np.generic)):
+        array = np.asarray(leaf)
+        digest = hashlib.sha1(np.ascontiguousarray(array).view(np.uint8)).hexdigest()
+        return array.shape, array.dtype.str, digest
+    try:
+        hash(leaf)
+    except TypeError:
+        return None
+    return type(leaf), leaf
+
+
+FINGERPRINT_DEPTH = 4
+# functions of these packages are summarised by identity, not followed into their globals
+LIBRARY_MODULES = frozenset(
+    {"jax", "jaxlib", "numpyro", "numpy", "scipy", "funsor", "optax", "arviz", "blackjax"}
+    | {"ppl", "inference", "builtins", "functools", "math"}
+)
+
+
+def program_fingerprint(fn, args=(), kwargs=None):
+    """What a compiled program of ``fn(*args, **kwargs)`` depends on, as a hashable key: the
+    function, its data (:func:`data_fingerprint`) and the values it reads from its globals and
+    closure (:func:`function_fingerprint`). When something cannot be summarised, a fresh
+    ``object()``: a key equal to no other, so nothing compiled is reused."""
+    data = data_fingerprint(args, kwargs or {})
+    reads = function_fingerprint(fn)
+    if data is None or reads is None:
+        return object()
+    return fn, data, reads
+
+
+def function_fingerprint(fn, depth: int = 0, seen: set | None = None):
+    """The values a Python function reads from its module globals and its closure, each by
+    :func:`_leaf_fingerprint` (arrays by content, so that changing a global ``A`` or a prior
+    scale between calls is seen), following the plain functions it calls up to
+    ``FINGERPRINT_DEPTH`` levels; modules and classes by identity. ``None`` when a value is
+    neither an array, a pytree of arrays, nor hashable (a mutable container of other things).
+    A callable that is not a plain function (a ``partial``, an object) is summarised by its
+    pytree leaves, or by identity."""
+    seen = set() if seen is None else seen
+    if id(fn) in seen or depth > FINGERPRINT_DEPTH:
+        return ()
+    seen.add(id(fn))
+    inner = getattr(fn, "func", None)  # functools.partial
+    if inner is not None:
+        bound = data_fingerprint(getattr(fn, "args", ()), getattr(fn, "keywords", {}))
+        called = function_fingerprint(inner, depth + 1, seen)
+        return None if bound is None or called is None else (inner, bound, called)
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return _value_fingerprint(fn, depth, seen)
+    names = set()
+    stack = [code]
+    while stack:  # the function's own names and those of its nested functions / lambdas
+        current = stack.pop()
+        names.update(current.co_names)
+        stack.extend(c for c in current.co_consts if hasattr(c, "co_names"))
+    module_globals = getattr(fn, "__globals__", {})
+    parts = []
+    for name in sorted(names):
+        if name in module_globals:
+            value = _value_fingerprint(module_globals[name], depth, seen)
+            if value is None:
+                return None
+            parts.append((name, value))
+    for index, cell in enumerate(getattr(fn, "__closure__", None) or ()):
+        try:
+            contents = cell.cell_contents
+        except ValueError:  # an empty cell (a name assigned later)
+            continue
+        value = _value_fingerprint(contents, depth, seen)
+        if value is None:
+            return None
+        parts.append((index, value))
+    return tuple(parts)
+
+
+def _value_fingerprint(value, depth: int, seen: set):
+    if isinstance(value, (types.ModuleType, type)):
+        return id(value)
+    if isinstance(value, types.FunctionType):
+        if (value.__module__ or "").split(".")[0] in LIBRARY_MODULES:
+            return id(value)
+        called = function_fingerprint(value, depth + 1, seen)
+        return None if called is None else (id(value), called)
+    part = _leaf_fingerprint(value)
+    if part is not None and not isinstance(value, tuple):
+        return part
+    leaves, treedef = jax.tree.flatten(value)
+    if len(leaves) == 1 and leaves[0] is value:
+        return part  # hashable, not a container: by its own hash (identity for most objects)
+    parts = [_leaf_fingerprint(leaf) for leaf in leaves]
+    return None if any(p is None for p in parts) else (treedef, tuple(parts))

@@ -14,7 +14,7 @@ from inference.mcmc.kernels import get_kernel
 from inference.smc import tempered
 from ppl.devices import particle_sharding, select_devices
 from ppl.inverse import smc_inverse_problem
-from ppl.model import compile_model, data_fingerprint
+from ppl.model import compile_model, program_fingerprint
 from ppl.posterior import Posterior
 from ppl.smc_driver import drive
 from ppl.validation import check_count, check_probability, check_seed
@@ -90,6 +90,8 @@ def smc(
         (temperature, ESS, acceptance rate, step size, evidence increment).
     """
     check_count("particles", particles, minimum=2)
+    if chunk_size is not None:
+        check_count("chunk_size", chunk_size)
     check_count("runs", runs)
     check_count("num_mcmc_steps", num_mcmc_steps)
     check_count("max_stages", max_stages)
@@ -110,7 +112,24 @@ def smc(
             )
     spread = select_devices(devices, particles, "particles")
     compiled = compile_model(model, args, model_kwargs)
-    if any(s.is_diffusion_prior for s in compiled.latents.values()):
+    diffusion_time = any(s.is_diffusion_prior for s in compiled.latents.values())
+    given = {
+        "kernel": kernel,
+        "num_mcmc_steps": num_mcmc_steps,
+        "target_ess": target_ess,
+        "max_stages": max_stages,
+        "dense_mass": dense_mass,
+        "waste_free": waste_free,
+        "runs": runs,
+        "devices": devices,
+        "checkpoint": checkpoint,
+        "method": method,
+        "steps": steps,
+        "ess_threshold": ess_threshold,
+        "diffusion_options": diffusion_options,
+    }
+    _refuse_unused_options(given, diffusion_time)
+    if diffusion_time:
         return smc_inverse_problem(
             model,
             args,
@@ -243,14 +262,55 @@ def smc(
     )
 
 
+# options of one of ppl.smc's two samplers, with their defaults
+TEMPERING_OPTIONS = {
+    "kernel": "rwmh",
+    "num_mcmc_steps": 10,
+    "target_ess": 0.5,
+    "max_stages": 100,
+    "dense_mass": False,
+    "waste_free": None,
+    "runs": 1,
+    "devices": None,
+    "checkpoint": None,
+}
+DIFFUSION_TIME_OPTIONS = {
+    "method": "auto",
+    "steps": None,
+    "ess_threshold": 0.5,
+    "diffusion_options": None,
+}
+
+
+def _refuse_unused_options(given: dict, diffusion_time: bool) -> None:
+    """Refuse options, set away from their defaults, that the chosen sampler would ignore."""
+    unused, sampler, other = (
+        (TEMPERING_OPTIONS, "along diffusion time (its DiffusionPrior site)", "tempered SMC")
+        if diffusion_time
+        else (
+            DIFFUSION_TIME_OPTIONS,
+            "by tempered SMC (it has no DiffusionPrior site)",
+            "a model with a DiffusionPrior site",
+        )
+    )
+    ignored = [
+        name
+        for name, default in unused.items()
+        if given[name] is not default and given[name] != default
+    ]
+    if ignored:
+        raise ValueError(
+            f"ppl.smc: {', '.join(f'{n}=' for n in ignored)} would be ignored: this model is "
+            f"sampled {sampler}, and these options are for {other}"
+        )
+
+
 def _cache_key(model, args, kwargs, settings: dict, max_stages: int):
-    """Identity of a tempered-SMC program: the model, its data and the settings (``None``,
-    i.e. no reuse of compiled code, when the data cannot be fingerprinted)."""
-    fingerprint = data_fingerprint(args, kwargs)
-    if fingerprint is None:
-        return None
+    """Identity of a tempered-SMC program: the model, its data, the globals it reads and the
+    settings (:func:`ppl.model.program_fingerprint`)."""
+    fingerprint = program_fingerprint(model, args, kwargs)
     reused = {k: v for k, v in settings.items() if k != "seed"}  # the keys are inputs
-    return (model, fingerprint, max_stages, *sorted(reused.items()))
+    return (fingerprint, max_stages, *sorted(reused.items()))
 
 
 def _prior_particles(compiled, key, runs: int, particles: int):

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from inference.smc import engine
 from ppl import checkpoint as ppl_checkpoint
+from ppl.validation import check_count
 
 PROGRESS_UPDATES = 20
 MAX_COMPILED = 8
@@ -104,6 +105,8 @@ def drive(
     Returns:
         :class:`Driven`. A Ctrl-C before the first chunk completes is re-raised.
     """
+    if chunk_size is not None:
+        chunk_size = check_count("chunk_size", chunk_size)
     keys = jnp.asarray(keys)
     first_input = jax.tree.map(lambda a: a[0], run_inputs)
     first_program = make_program(first_input)

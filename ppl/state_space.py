@@ -35,7 +35,7 @@ from inference.smc import filters as _filters
 from inference.smc import smoothing as _smoothing
 from inference.smc.resampling import RESAMPLERS
 from ppl.diagnostics import warn_if_problems
-from ppl.model import data_fingerprint
+from ppl.model import data_fingerprint, program_fingerprint
 from ppl.posterior import Posterior
 from ppl.smc_driver import PROGRESS_UPDATES
 from ppl.validation import check_callable, check_count, check_real, seed_key
@@ -595,7 +595,8 @@ def pmmh(
     # The compiled chains are reused by calls with the same model, prior, data and settings
     # (the keys and starting points are inputs), so another seed compiles nothing.
     fingerprint = data_fingerprint((np.asarray(chol),), {"ys": ys_np})
-    cache_key = (ssm_builder, tuple((k, prior[k]) for k in names), fingerprint, method)
+    builder = program_fingerprint(ssm_builder)  # with the globals the builder reads
+    cache_key = (builder, tuple((k, prior[k]) for k in names), fingerprint, method)
     cache_key += (resampling, int(particles), total, chunk)
     programs = _PMMH_PROGRAMS.get(cache_key)
     if programs is None:

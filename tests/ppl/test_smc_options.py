@@ -1,0 +1,72 @@
+"""``ppl.smc`` refuses, before compiling, options its chosen sampler would ignore and chunk
+sizes that are not positive integers; a ``DiffusionPrior`` inside a plate is refused by name."""
+
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+
+import ppl
+from inference.diffusion.sde import VPSDE
+from models.gmm import GaussianMixture
+
+GMM = GaussianMixture(
+    jnp.array([0.5, 0.5]), jnp.array([[-1.0, 0.0], [1.0, 0.0]]), jnp.stack([jnp.eye(2)] * 2)
+)
+PRIOR = GMM.diffusion_prior(VPSDE())
+Y = np.array([0.5, -0.2, 1.3])
+
+
+def regression(y):
+    mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+    with numpyro.plate("n", len(y)):
+        numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+
+def inverse_problem(y):
+    x = numpyro.sample("x", PRIOR)
+    numpyro.sample("y", dist.Normal(x[0] + x[1], 0.5), obs=y)
+
+
+def plated_prior(y):
+    with numpyro.plate("p", 2):
+        x = numpyro.sample("x", PRIOR)
+    numpyro.sample("y", dist.Normal(x.sum(), 0.5), obs=y)
+
+
+@pytest.mark.parametrize(
+    "option",
+    [{"method": "tds"}, {"steps": 50}, {"ess_threshold": 5.0}, {"diffusion_options": {}}],
+    ids=lambda o: next(iter(o)),
+)
+def test_diffusion_time_options_on_a_tempered_model_are_refused(option):
+    name = next(iter(option))
+    with pytest.raises(ValueError, match=rf"{name}= would be ignored.*tempered SMC"):
+        ppl.smc(regression, Y, progress_bar=False, **option)
+
+
+@pytest.mark.parametrize(
+    "option",
+    [{"runs": 3}, {"checkpoint": "x.npz"}, {"kernel": "hmc"}, {"target_ess": 0.7}],
+    ids=lambda o: next(iter(o)),
+)
+def test_tempering_options_on_an_inverse_problem_are_refused(option):
+    name = next(iter(option))
+    with pytest.raises(ValueError, match=rf"{name}= would be ignored.*diffusion time"):
+        ppl.smc(inverse_problem, jnp.array(0.3), progress_bar=False, **option)
+
+
+@pytest.mark.parametrize("chunk_size", [0, -1, 2.5, "4"])
+def test_chunk_size_must_be_a_positive_integer(chunk_size):
+    with pytest.raises((ValueError, TypeError), match="chunk_size"):
+        ppl.smc(regression, Y, chunk_size=chunk_size, progress_bar=False)
+    with pytest.raises((ValueError, TypeError), match="chunk_size"):
+        ppl.smc(inverse_problem, jnp.array(0.3), steps=10, chunk_size=chunk_size)
+    with pytest.raises((ValueError, TypeError), match="chunk_size"):
+        ppl.sample_diffusion(ppl.anneal(PRIOR, 2.0), 16, steps=10, chunk_size=chunk_size)
+
+
+def test_a_diffusion_prior_in_a_plate_is_refused_by_name():
+    with pytest.raises(ValueError, match="latent site 'x': a DiffusionPrior must be sampled"):
+        ppl.smc(plated_prior, jnp.array(0.3), progress_bar=False)
