@@ -89,6 +89,8 @@ def _check_beta(beta, name: str = "beta") -> None:
         if not np.all(np.isfinite(vals)) or np.any(vals <= 0):
             raise ValueError(f"{name}(tau) must be > 0 on [0, 1]; got {vals} at tau = 0, 0.5, 1")
         return
+    if isinstance(beta, bool | str):  # float() would take True and "2"
+        raise TypeError(f"{name} must be a float or a callable beta(tau); got {beta!r}")
     try:
         b = float(beta)
     except (TypeError, ValueError) as err:
@@ -231,12 +233,7 @@ def geometric(p1, p2, weight: float) -> Composition:
     outside ``[0, 1]`` the target must still be normalisable)."""
     c1, c2 = _as_composition(p1, "p1"), _as_composition(p2, "p2")
     _check_compatible([("p1", c1), ("p2", c2)])
-    try:
-        w = float(weight)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"weight must be a float, got {weight!r}") from err
-    if not np.isfinite(w):
-        raise ValueError(f"weight must be finite, got {weight!r}")
+    w = check_real("weight", weight)
     comps = list(c1.components) + list(c2.components)
     coeffs = [_mul(c, 1.0 - w) for c in c1.coeffs] + [_mul(c, w) for c in c2.coeffs]
     return Composition(comps, coeffs, 1.0, "geometric")
@@ -245,12 +242,7 @@ def geometric(p1, p2, weight: float) -> Composition:
 def guided(cond, uncond, scale: float) -> Composition:
     """Classifier-free guidance ``uncond^{1-scale} cond^scale`` (``scale >= 0``; FKC Prop. 3.1):
     ``geometric(uncond, cond, weight=scale)``."""
-    try:
-        w = float(scale)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"scale must be a float, got {scale!r}") from err
-    if not (np.isfinite(w) and w >= 0):
-        raise ValueError(f"scale (guidance weight) must be >= 0, got {scale!r}")
+    w = check_real("scale (guidance weight)", scale, low=0.0)
     cu, cc = _as_composition(uncond, "uncond"), _as_composition(cond, "cond")
     _check_compatible([("uncond", cu), ("cond", cc)])
     out = geometric(uncond, cond, w)

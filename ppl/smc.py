@@ -14,7 +14,7 @@ from inference.mcmc.kernels import get_kernel
 from inference.smc import tempered
 from ppl.devices import particle_sharding, select_devices
 from ppl.inverse import smc_inverse_problem
-from ppl.model import compile_model, program_fingerprint
+from ppl.model import compile_model, program_fingerprint, trace_model
 from ppl.posterior import Posterior
 from ppl.smc_driver import drive
 from ppl.validation import check_count, check_probability, check_seed
@@ -313,6 +313,18 @@ def _cache_key(model, args, kwargs, settings: dict, max_stages: int):
     return (fingerprint, max_stages, *sorted(reused.items()))
 
 
+def _unsampleable_sites(compiled) -> list[str]:
+    """Latent sites whose distribution has no sampler (``NotImplementedError``)."""
+    trace = trace_model(compiled.traceable_model, compiled.args, compiled.kwargs)
+    names = []
+    for name in compiled.latents:
+        try:
+            trace[name]["fn"].sample(jax.random.PRNGKey(0))
+        except NotImplementedError:
+            names.append(name)
+    return names
+
+
 def _prior_particles(compiled, key, runs: int, particles: int):
     """Exact prior draws of the latent sites, mapped to unconstrained space: ``(runs, N, d)``."""
     try:
@@ -323,8 +335,9 @@ def _prior_particles(compiled, key, runs: int, particles: int):
         )(key, *compiled.args, **compiled.kwargs)
     except NotImplementedError as err:
         raise ValueError(
-            "tempered SMC starts from exact prior draws, but a latent site's prior cannot be "
-            f"sampled ({err}); give every latent site a proper prior"
+            "tempered SMC starts from exact prior draws, but the prior of latent site(s) "
+            f"{_unsampleable_sites(compiled)} cannot be sampled (an improper prior such as "
+            "ImproperUniform has no sampler); give every latent site a proper prior"
         ) from err
     flat = jax.vmap(compiled.to_unconstrained)({k: draws[k] for k in compiled.latents})
     if not np.all(np.isfinite(np.asarray(flat))):

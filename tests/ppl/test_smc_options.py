@@ -70,3 +70,21 @@ def test_chunk_size_must_be_a_positive_integer(chunk_size):
 def test_a_diffusion_prior_in_a_plate_is_refused_by_name():
     with pytest.raises(ValueError, match="latent site 'x': a DiffusionPrior must be sampled"):
         ppl.smc(plated_prior, jnp.array(0.3), progress_bar=False)
+
+
+def test_an_improper_prior_is_named():
+    def improper(y):
+        mu = numpyro.sample("mu", dist.ImproperUniform(dist.constraints.real, (), ()))
+        numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    with pytest.raises(ValueError, match=r"latent site\(s\) \['mu'\] cannot be sampled"):
+        ppl.smc(improper, Y[0], progress_bar=False)
+
+
+@pytest.mark.parametrize("bad", ["2", True, float("nan"), -1.0])
+def test_composition_weights_must_be_real_numbers(bad):
+    """``float()`` used to accept ``"2"`` and ``True`` as an annealing exponent."""
+    with pytest.raises((TypeError, ValueError), match="beta"):
+        ppl.anneal(PRIOR, bad)
+    with pytest.raises((TypeError, ValueError), match="scale"):
+        ppl.guided(PRIOR, PRIOR, bad)
