@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Callable
 
@@ -113,21 +114,7 @@ def smc(
     spread = select_devices(devices, particles, "particles")
     compiled = compile_model(model, args, model_kwargs)
     diffusion_time = any(s.is_diffusion_prior for s in compiled.latents.values())
-    given = {
-        "kernel": kernel,
-        "num_mcmc_steps": num_mcmc_steps,
-        "target_ess": target_ess,
-        "max_stages": max_stages,
-        "dense_mass": dense_mass,
-        "waste_free": waste_free,
-        "runs": runs,
-        "devices": devices,
-        "checkpoint": checkpoint,
-        "method": method,
-        "steps": steps,
-        "ess_threshold": ess_threshold,
-        "diffusion_options": diffusion_options,
-    }
+    given = {n: v for n, v in locals().items() if n in TEMPERING_OPTIONS + DIFFUSION_TIME_OPTIONS}
     _refuse_unused_options(given, diffusion_time)
     if diffusion_time:
         return smc_inverse_problem(
@@ -262,24 +249,19 @@ def smc(
     )
 
 
-# options of one of ppl.smc's two samplers, with their defaults
-TEMPERING_OPTIONS = {
-    "kernel": "rwmh",
-    "num_mcmc_steps": 10,
-    "target_ess": 0.5,
-    "max_stages": 100,
-    "dense_mass": False,
-    "waste_free": None,
-    "runs": 1,
-    "devices": None,
-    "checkpoint": None,
-}
-DIFFUSION_TIME_OPTIONS = {
-    "method": "auto",
-    "steps": None,
-    "ess_threshold": 0.5,
-    "diffusion_options": None,
-}
+# the options of each of ppl.smc's two samplers
+TEMPERING_OPTIONS = (
+    "kernel",
+    "num_mcmc_steps",
+    "target_ess",
+    "max_stages",
+    "dense_mass",
+    "waste_free",
+    "runs",
+    "devices",
+    "checkpoint",
+)
+DIFFUSION_TIME_OPTIONS = ("method", "steps", "ess_threshold", "diffusion_options")
 
 
 def _refuse_unused_options(given: dict, diffusion_time: bool) -> None:
@@ -293,10 +275,11 @@ def _refuse_unused_options(given: dict, diffusion_time: bool) -> None:
             "a model with a DiffusionPrior site",
         )
     )
+    defaults = {n: p.default for n, p in inspect.signature(smc).parameters.items()}
     ignored = [
         name
-        for name, default in unused.items()
-        if given[name] is not default and given[name] != default
+        for name in unused
+        if given[name] is not defaults[name] and given[name] != defaults[name]
     ]
     if ignored:
         raise ValueError(
