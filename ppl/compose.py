@@ -28,6 +28,7 @@ fixed ``kappa = omega`` score averaging for superpositions).
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -414,6 +415,21 @@ def sample_composition(
     sde, dim = target.sde, target.dim
 
     if isinstance(target, Superposition):
+        given = {
+            "resampling": resampling,
+            "ess_threshold": ess_threshold,
+            "noise": noise,
+            "window": window,
+            "resample_every": resample_every,
+        }
+        defaults = inspect.signature(sample_composition).parameters
+        ignored = [n for n, v in given.items() if v != defaults[n].default]
+        if ignored:
+            raise ValueError(
+                f"{', '.join(f'{n}=' for n in ignored)} would be ignored: a superposition is "
+                "sampled by SuperDiff, which neither weights nor resamples its particles; "
+                "these options are for FKC compositions (anneal, product, geometric, guided)"
+            )
         mode = target.mode if weighted else "average"
         method = {"or": "superdiff_or", "and": "superdiff_and", "average": "score_average"}[mode]
 

@@ -160,8 +160,10 @@ def _linear_structure(model, args, kwargs, site, dim, dtype):
         normal, mask = _unwrap_normal(s["fn"])
         if normal is None:
             return None, f"site '{name}' is a {type(s['fn']).__name__}, not a Normal"
-        value = jnp.asarray(s["value"], dtype)
-        shape = value.shape
+        # numpyro broadcasts obs= against the batch shape (a scalar y for Normal(A @ x) with
+        # A of shape (1, d)); work on the broadcast shape
+        shape = np.broadcast_shapes(np.shape(s["value"]), tuple(s["fn"].batch_shape))
+        value = jnp.broadcast_to(jnp.asarray(s["value"], dtype), shape)
 
         def parts(x, index=index, shape=shape):
             n, _ = _unwrap_normal(sites_at(x)[index]["fn"])

@@ -1,5 +1,6 @@
-"""``ppl.smc`` refuses, before compiling, options its chosen sampler would ignore and chunk
-sizes that are not positive integers; a ``DiffusionPrior`` inside a plate is refused by name."""
+"""``ppl.smc`` and ``ppl.sample_diffusion`` refuse, before compiling, options their sampler
+would ignore and chunk sizes that are not positive integers; a ``DiffusionPrior`` inside a
+plate is refused by name; composition weights must be real numbers."""
 
 import jax.numpy as jnp
 import numpy as np
@@ -88,3 +89,32 @@ def test_composition_weights_must_be_real_numbers(bad):
         ppl.anneal(PRIOR, bad)
     with pytest.raises((TypeError, ValueError), match="scale"):
         ppl.guided(PRIOR, PRIOR, bad)
+
+
+@pytest.mark.parametrize(
+    "option",
+    [{"resampling": "multinomial"}, {"ess_threshold": 1.0}, {"noise": 2.0}, {"window": (0, 1)}],
+    ids=lambda o: next(iter(o)),
+)
+def test_fkc_options_on_a_superposition_are_refused(option):
+    """SuperDiff neither weights nor resamples: these used to be accepted and dropped."""
+    name = next(iter(option))
+    with pytest.raises(ValueError, match=rf"{name}= would be ignored.*SuperDiff"):
+        ppl.sample_diffusion(ppl.superpose(PRIOR, PRIOR, mode="or"), 8, steps=10, **option)
+
+
+def test_a_scalar_observation_of_a_one_row_operator_is_linear_gaussian():
+    """numpyro broadcasts a scalar ``obs`` against ``Normal(A @ x)`` with ``A`` of shape
+    (1, 2); the structure probe used to fail with a bare broadcasting error."""
+    from ppl.inverse import analyse
+
+    def one_row(y):
+        x = numpyro.sample("x", PRIOR)
+        numpyro.sample("y", dist.Normal(jnp.array([[1.0, 1.0]]) @ x, 0.5), obs=y)
+
+    found = analyse(one_row, (jnp.array(0.3),))
+    expected = analyse(inverse_problem, (jnp.array(0.3),))
+    assert found.linear and expected.linear
+    np.testing.assert_allclose(found.A, expected.A)
+    np.testing.assert_allclose(found.y, expected.y)
+    np.testing.assert_allclose(found.sigma, expected.sigma)
