@@ -240,8 +240,8 @@ MAX_CACHED_PROGRAMS = 8
 
 
 def _program(model, args, kwargs, kernel_obj, chains, warmup, total, chunk) -> _Program:
-    cache_key = (program_fingerprint(model, args, kwargs), kernel_obj, chains, warmup, total)
-    cache_key += (chunk,)
+    fingerprint = program_fingerprint(model, args, kwargs)
+    cache_key = (fingerprint, kernel_obj, chains, warmup, total, chunk)
     if cache_key in _PROGRAMS:
         _PROGRAMS.move_to_end(cache_key)
         return _PROGRAMS[cache_key]

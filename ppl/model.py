@@ -271,21 +271,16 @@ class CompiledModel:
         return samples, pointwise
 
     def _site_draws(self, flat, keys) -> dict:
-        """:meth:`batched_draws`, or the continuous sites alone, with a warning, where the
-        discrete sites cannot be recovered (numpyro's ``infer_discrete`` does not support
-        ``scan``)."""
-        if not self.enumerated:
+        """:meth:`batched_draws`, or, with a warning, the continuous sites alone where the
+        discrete sites are enumerated inside ``scan`` (numpyro's ``infer_discrete`` does not
+        support it)."""
+        if not self.enumerated_in_scan:
             return self.batched_draws(flat, keys)
-        problem = "they are enumerated inside scan" if self.enumerated_in_scan else None
-        if problem is None:
-            try:
-                return self.batched_draws(flat, keys)
-            except Exception as err:  # noqa: BLE001 - reported below, continuous draws kept
-                problem = f"numpyro's infer_discrete failed: {err!r}"
         dropped = [*self.enumerated, *self.deterministic]
         warnings.warn(
             f"the discrete site(s) {list(self.enumerated)} are summed out of the density but "
-            f"not drawn ({problem}); {dropped} are left out of the draws",
+            f"not drawn (they are enumerated inside scan, which numpyro's infer_discrete does "
+            f"not support); {dropped} are left out of the draws",
             stacklevel=3,
         )
         return self._batched_continuous_draws(flat, keys)
@@ -586,8 +581,6 @@ def compile_model(
                 else "(every site is observed)"
             )
         )
-    if enumerated:
-        _require_funsor(enumerated)
     unconstrained_example = {n: jnp.zeros(s.unconstrained_shape) for n, s in latents.items()}
     flat, unravel = ravel_pytree(unconstrained_example)
     return CompiledModel(
@@ -614,16 +607,6 @@ def _is_enumerable(fn) -> bool:
     """A discrete distribution whose finite support numpyro can enumerate."""
     discrete = getattr(fn.support, "is_discrete", False) or getattr(fn, "is_discrete", False)
     return bool(discrete and getattr(fn, "has_enumerate_support", False))
-
-
-def _require_funsor(sites: list[str]) -> None:
-    try:
-        import funsor  # noqa: F401
-    except ImportError as err:  # pragma: no cover - funsor is a dependency
-        raise ImportError(
-            f"the discrete latent site(s) {sites} are summed out by enumeration, which needs "
-            "the funsor package (pip install funsor)"
-        ) from err
 
 
 def _observed_from_latents(model, args, kwargs, trace) -> set[str]:
