@@ -78,3 +78,18 @@ def group_names(data) -> set[str]:
     if isinstance(data, xr.DataTree):
         return set(data.children)
     return set(data.groups())
+
+
+def draws_to_arviz(draws, var_name: str, attrs: dict):
+    """ArviZ data whose ``posterior`` group holds ``draws`` of shape ``(n, d)`` as one chain,
+    dims ``(chain=1, draw, {var_name}_dim)``: the export of diffusion and composition samples."""
+    draws = np.asarray(draws)[None]
+    site_dims = {var_name: (f"{var_name}_dim",)}
+    return to_arviz({"posterior": dataset({var_name: draws}, site_dims=site_dims, attrs=attrs)})
+
+
+def draws_summary(data, **kwargs):
+    """ArviZ's summary of draws that form no Markov chain (particles, independent SDE runs):
+    mean, sd and credible interval (``kind="stats"``) unless ``kind=`` says otherwise."""
+    kwargs.setdefault("kind", "stats")
+    return az.summary(data, **kwargs)

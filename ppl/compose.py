@@ -41,6 +41,7 @@ from jax import Array
 from inference.diffusion import fkc as _fkc
 from inference.diffusion import superdiff as _superdiff
 from inference.smc.resampling import RESAMPLERS
+from ppl import arviz_io
 from ppl.diffusion import DiffusionPrior, _check_grid
 from ppl.smc_driver import drive_one
 from ppl.validation import check_count, check_option, check_real, check_seed, seed_int
@@ -309,27 +310,17 @@ class CompositionSamples(NamedTuple):
     partial: bool = False
 
     def to_arviz(self, var_name: str = "x"):
-        """ArviZ data with a ``posterior`` group, dims ``(chain=1, draw, x_dim)``
-        (``xarray.DataTree`` wrapped with ``arviz.from_datatree`` on ArviZ < 1)."""
-        import arviz as az
-        import xarray as xr
-
-        s = np.asarray(self.samples)[None]
-        coords = {
-            "chain": np.arange(1),
-            "draw": np.arange(s.shape[1]),
-            f"{var_name}_dim": np.arange(s.shape[2]),
-        }
+        """ArviZ data with a ``posterior`` group, dims ``(chain=1, draw, {var_name}_dim)``
+        (an ``xarray.DataTree`` on ArviZ 1.x, ``InferenceData`` on 0.2x)."""
         attrs = {"method": self.method, "steps": self.steps, "seed": self.seed}
         if self.log_normalizer is not None:
             attrs["log_normalizer"] = float(self.log_normalizer)
-        posterior = xr.Dataset(
-            {var_name: (("chain", "draw", f"{var_name}_dim"), s)}, coords=coords, attrs=attrs
-        )
-        dt = xr.DataTree.from_dict({"posterior": posterior})
-        if int(az.__version__.split(".")[0]) < 1:
-            return az.from_datatree(dt)
-        return dt
+        return arviz_io.draws_to_arviz(self.samples, var_name, attrs)
+
+    def summary(self, var_name: str = "x", **kwargs):
+        """ArviZ's summary table: mean, sd and credible interval of each coordinate
+        (``kind="stats"``: resampled particles form no chain, so ESS and R-hat do not apply)."""
+        return arviz_io.draws_summary(self.to_arviz(var_name), **kwargs)
 
 
 def _log_q_fns(components):

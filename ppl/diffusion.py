@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from inference.diffusion.likelihood import ode_log_prob
 from inference.diffusion.samplers import SAMPLERS, get_sampler, time_grid
 from inference.diffusion.sde import SDE
+from ppl import arviz_io
 from ppl.smc_driver import PROGRESS_UPDATES
 from ppl.validation import (
     check_callable,
@@ -276,29 +277,16 @@ class DiffusionSamples(NamedTuple):
     partial: bool = False
 
     def to_arviz(self, var_name: str = "x"):
-        """ArviZ data with a ``posterior`` group, dims ``(chain=1, draw, x_dim)``.
-
-        Builds an ``xarray.DataTree``; wraps it with ``arviz.from_datatree`` on ArviZ < 1 and
-        returns the DataTree itself on ArviZ >= 1.
-        """
-        import arviz as az
-        import xarray as xr
-
-        s = np.asarray(self.samples)[None]
-        coords = {
-            "chain": np.arange(1),
-            "draw": np.arange(s.shape[1]),
-            f"{var_name}_dim": np.arange(s.shape[2]),
-        }
+        """ArviZ data with a ``posterior`` group, dims ``(chain=1, draw, {var_name}_dim)``
+        (an ``xarray.DataTree`` on ArviZ 1.x, ``InferenceData`` on 0.2x)."""
         attrs = {"method": self.method, "steps": self.steps, "grid": self.grid, "seed": self.seed}
-        posterior = xr.Dataset(
-            {var_name: (("chain", "draw", f"{var_name}_dim"), s)}, coords=coords, attrs=attrs
-        )
-        dt = xr.DataTree.from_dict({"posterior": posterior})
-        major = int(az.__version__.split(".")[0])
-        if major < 1:
-            return az.from_datatree(dt)
-        return dt
+        return arviz_io.draws_to_arviz(self.samples, var_name, attrs)
+
+    def summary(self, var_name: str = "x", **kwargs):
+        """ArviZ's summary table: mean, sd and credible interval of each coordinate
+        (``kind="stats"``; pass ``kind="all"`` for ArviZ's MCSE and ESS, which treat the draws
+        as one chain: right for independent reverse-SDE draws, meaningless for particles)."""
+        return arviz_io.draws_summary(self.to_arviz(var_name), **kwargs)
 
 
 def sample_diffusion(

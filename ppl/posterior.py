@@ -94,10 +94,44 @@ class Posterior:
         return arviz_io.to_arviz(groups)
 
     def summary(self, var_names=None, **kwargs):
-        """ArviZ's summary table (mean, sd, HDI, MCSE, ESS, R-hat) of the posterior group."""
+        """ArviZ's summary table of the posterior group.
+
+        For Markov chains: mean, sd, credible interval, MCSE, bulk / tail ESS and R-hat.
+
+        For SMC the particles are not a chain: their order is the resampling's, and equal
+        particles sit side by side, so autocorrelation-based ESS, MCSE and R-hat mean nothing.
+        The table then holds the statistics only (``kind="stats"``: mean, sd, interval), and,
+        with two or more independent runs, the Monte Carlo error measured between the runs:
+        ``mcse_mean = sd_r(mean_r) / sqrt(R)`` over the ``R`` runs' particle means, and
+        ``ess_runs = sd^2 / mcse_mean^2``, the number of independent draws worth the pooled
+        particles (an estimate with ``R - 1`` degrees of freedom: use ``runs >= 8`` or so). Pass
+        ``kind=`` to ArviZ to override.
+        """
         import arviz as az
 
-        return az.summary(self.to_arviz(), var_names=var_names, **kwargs)
+        if not self.is_smc:
+            return az.summary(self.to_arviz(), var_names=var_names, **kwargs)
+        kwargs.setdefault("kind", "stats")
+        table = az.summary(self.to_arviz(), var_names=var_names, **kwargs)
+        if self.num_chains >= 2 and "sd" in table.columns:
+            mcse, ess = {}, {}
+            for name, value in self.samples.items():
+                value = np.asarray(value, dtype=np.float64)
+                spread = value.mean(axis=1).std(axis=0, ddof=1) / np.sqrt(self.num_chains)
+                pooled_var = value.reshape(-1, *value.shape[2:]).var(axis=0, ddof=1)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    worth = pooled_var / spread**2
+                for index in np.ndindex(spread.shape):
+                    label = f"{name}[{', '.join(map(str, index))}]" if index else name
+                    mcse[label], ess[label] = float(spread[index]), float(worth[index])
+            table["mcse_mean"] = table.index.map(lambda k: mcse.get(k, np.nan)).to_numpy(float)
+            table["ess_runs"] = table.index.map(lambda k: ess.get(k, np.nan)).to_numpy(float)
+        return table
+
+    @property
+    def is_smc(self) -> bool:
+        """True for sequential Monte Carlo results (tempered, diffusion-time)."""
+        return str(self.attrs.get("method", "")).startswith("smc")
 
     def diagnose(self, **thresholds):
         """Divergences, tree depth, E-BFMI, R-hat and bulk / tail ESS against the usual

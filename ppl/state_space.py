@@ -135,6 +135,76 @@ class FilterResult(NamedTuple):
         T, M = traj.shape[:2]
         return np.swapaxes(traj.reshape(T, M, -1), 0, 1)
 
+    def _filtering_moments(self):
+        """Weighted mean, sd and 5% / 95% quantiles of each state coordinate at each step,
+        each ``(T, dx)``: ``mean_t = sum_n W_t^n X_t^n``, ``sd_t^2 = sum_n W_t^n (X_t^n -
+        mean_t)^2``, and the quantiles of the weighted empirical distribution."""
+        T, N = self.log_weights.shape
+        x = np.asarray(self.particles, dtype=np.float64).reshape(T, N, -1)
+        w = np.exp(self.log_weights - self.log_weights.max(axis=1, keepdims=True))
+        w = (w / w.sum(axis=1, keepdims=True))[..., None]
+        mean = np.sum(w * x, axis=1)
+        sd = np.sqrt(np.sum(w * (x - mean[:, None]) ** 2, axis=1))
+        order = np.argsort(x, axis=1)
+        cumulative = np.cumsum(np.take_along_axis(np.broadcast_to(w, x.shape), order, 1), 1)
+        ranked = np.take_along_axis(x, order, axis=1)
+
+        def quantile(q):
+            index = np.minimum(np.sum(cumulative < q, axis=1), N - 1)
+            return np.take_along_axis(ranked, index[:, None], axis=1)[:, 0]
+
+        return mean, sd, quantile(0.05), quantile(0.95)
+
+    def summary(self):
+        """A ``pandas.DataFrame`` with one row per time step: the filtering mean, sd and 5% /
+        95% quantiles of each state coordinate (``mean[i]``, ``sd[i]``, ``q5[i]``, ``q95[i]``,
+        under the weighted particles), the ESS and the running log-likelihood estimate
+        ``log p(y_{0:t})``."""
+        import pandas as pd
+
+        columns = {}
+        for name, value in zip(("mean", "sd", "q5", "q95"), self._filtering_moments(), strict=True):
+            for i in range(value.shape[1]):
+                columns[f"{name}[{i}]"] = value[:, i]
+        columns["ess"] = np.asarray(self.ess, dtype=np.float64)
+        columns["log_likelihood"] = np.asarray(self.log_likelihood_running, dtype=np.float64)
+        return pd.DataFrame(columns, index=pd.RangeIndex(len(self.ess), name="t"))
+
+    def to_arviz(self, num_trajectories: int = 1000, seed: int = 0, var_name: str = "x"):
+        """ArviZ data for the filter's output.
+
+        * ``posterior``: ``num_trajectories`` FFBS draws of the joint smoothing distribution
+          ``p(x_{0:T-1} | y_{0:T-1})`` (:meth:`smooth`), dims ``(chain=1, draw, time,
+          {var_name}_dim)``: equally weighted, so ArviZ's summaries and interval plots apply.
+        * ``filtering``: per time step the weighted filtering ``mean``, ``sd``, ``q5`` and
+          ``q95`` of each coordinate, the ``ess`` and ``log_likelihood_running``.
+
+        The attribute ``log_likelihood`` holds the estimate of ``log p(y_{0:T-1})``.
+        """
+        from ppl import arviz_io
+
+        trajectories = self.smooth(num_trajectories, seed)[None]
+        attrs = {"method": "particle_filter", "log_likelihood": float(self.log_likelihood)}
+        state_dims = ("time", f"{var_name}_dim")
+        mean, sd, q5, q95 = self._filtering_moments()
+        filtering = {"mean": mean, "sd": sd, "q5": q5, "q95": q95}
+        groups = {
+            "posterior": arviz_io.dataset(
+                {var_name: trajectories}, site_dims={var_name: state_dims}, attrs=attrs
+            ),
+            "filtering": arviz_io.dataset(
+                {
+                    **filtering,
+                    "ess": np.asarray(self.ess),
+                    "log_likelihood_running": np.asarray(self.log_likelihood_running),
+                },
+                leading=("time",),
+                site_dims={name: (f"{var_name}_dim",) for name in filtering},
+                attrs=attrs,
+            ),
+        }
+        return arviz_io.to_arviz(groups)
+
 
 @partial(jax.jit, static_argnums=(0, 1))
 def _smooth_jit(ssm, num_trajectories, key, particles, log_weights):

@@ -70,6 +70,25 @@ def test_posterior_groups_dims_loo_and_summary():
     assert "r_hat" in table.columns and abs(table.loc["mu", "mean"] - 0.5) < 0.1
 
 
+def test_smc_summary_reports_between_run_error_not_chain_diagnostics():
+    """SMC particles are no chain: no R-hat / autocorrelation ESS; the MCSE comes from the
+    spread of independent runs. Runs of iid N(0, 1) particles with a known run offset: the
+    between-run MCSE is sd(run means) / sqrt(R), computed here by hand."""
+    runs, particles = 8, 400
+    offsets = np.linspace(-0.1, 0.1, runs)
+    x = RNG.normal(size=(runs, particles, 2)) + offsets[:, None, None]
+    post = Posterior(samples={"x": x}, attrs={"method": "smc/tempered/hmc"})
+    table = post.summary()
+    assert "r_hat" not in table.columns and "ess_bulk" not in table.columns
+    expected = x.mean(axis=1).std(axis=0, ddof=1) / np.sqrt(runs)
+    np.testing.assert_allclose(table.loc[["x[0]", "x[1]"], "mcse_mean"], expected, rtol=1e-6)
+    pooled_var = x.reshape(-1, 2).var(axis=0, ddof=1)
+    np.testing.assert_allclose(table.loc[["x[0]", "x[1]"], "ess_runs"], pooled_var / expected**2)
+    one_run = Posterior(samples={"x": x[:1]}, attrs={"method": "smc/diffusion/tds"})
+    assert "mcse_mean" not in one_run.summary().columns
+    assert "r_hat" in post.summary(kind="all").columns  # an explicit kind goes to ArviZ
+
+
 def test_netcdf_round_trip(tmp_path):
     path = tmp_path / "post.nc"
     _posterior().to_arviz().to_netcdf(path)
@@ -97,3 +116,6 @@ def test_diffusion_results(kind):
     assert dict(data.posterior["x"].sizes) == {"chain": 1, "draw": 50, "x_dim": 2}
     assert "posterior" in group_names(data)
     assert az.summary(data)["mean"].shape == (2,)
+    table = res.summary()
+    np.testing.assert_allclose(table["mean"], x.mean(axis=0), atol=0.01)
+    assert "r_hat" not in table.columns  # particles / independent draws: no chain diagnostics

@@ -66,6 +66,34 @@ def test_smooth_against_rts():
         res.smooth(0)
 
 
+@pytest.mark.arviz
+def test_filter_summary_and_arviz_export_against_kalman():
+    """The summary's weighted moments and quantiles against the Kalman filter's Gaussian
+    marginals (errors in filtering sd units, O(1/sqrt(ESS)) ~ 0.1 at N = 400), and the
+    exported smoothing draws against the RTS smoother."""
+    res = particle_filter(LG, YS, particles=400, seed=1)
+    table = res.summary()
+    assert table.shape == (50, 4 * 2 + 2) and table.index.name == "t"
+    np.testing.assert_allclose(table[["mean[0]", "mean[1]"]], res.filter_means, rtol=1e-5)
+    np.testing.assert_allclose(table["log_likelihood"], res.log_likelihood_running)
+    kf_mean = np.asarray(KF.means)
+    assert np.mean(np.abs(table[["sd[0]", "sd[1]"]].to_numpy() / FSD - 1)) < 0.1
+    for q, z in (("q5", -1.645), ("q95", 1.645)):
+        quantiles = table[[f"{q}[0]", f"{q}[1]"]].to_numpy()
+        assert np.mean(np.abs(quantiles - (kf_mean + z * FSD)) / FSD) < 0.25, q
+
+    data = res.to_arviz(num_trajectories=200, seed=0)
+    assert {"posterior", "filtering"} <= group_names(data)
+    assert dict(data.posterior["x"].sizes) == {"chain": 1, "draw": 200, "time": 50, "x_dim": 2}
+    assert data.filtering["mean"].dims == ("time", "x_dim")
+    assert data.filtering["ess"].dims == ("time",)
+    sm, sP = LG.kalman_smoother(YS)
+    ssd = np.sqrt(np.diagonal(np.asarray(sP), axis1=1, axis2=2))
+    smoothed = data.posterior["x"].mean(("chain", "draw")).to_numpy()
+    np.testing.assert_allclose(smoothed, res.smooth(200, seed=0).mean(0), rtol=1e-6)
+    assert np.mean(np.abs(smoothed - np.asarray(sm)) / ssd) < 0.3
+
+
 def test_scalar_state_model_and_custom_ssm():
     """A user-written scalar AR(1) model (dist.Normal, no event dims) and stochastic vol."""
     phi, q, r = 0.7, 0.5, 0.3
