@@ -338,7 +338,7 @@ def sample_composition(
     noise: str | float = "target_score",
     weighted: bool = True,
     window: tuple[float, float] | None = None,
-    grid: str = "uniform",
+    grid: str | None = None,
     progress_bar: bool = True,
     chunk_size: int | None = None,
     resample_every: int = 1,
@@ -348,7 +348,7 @@ def sample_composition(
     Args:
         target: a :class:`Composition`, :class:`Superposition` or plain ``DiffusionPrior``.
         num_samples: number of particles / returned samples.
-        steps: Euler-Maruyama steps on the uniform (or ``grid``) time grid.
+        steps: Euler-Maruyama steps on the ``grid`` time grid.
         seed: integer seed.
         resampling: engine resampler name (``"systematic"``, ``"multinomial"``, ...).
         ess_threshold: resample when ``ESS < ess_threshold * N``; ``1.0`` every step.
@@ -360,7 +360,7 @@ def sample_composition(
             :func:`inference.diffusion.fkc.noise_factor`).
         weighted: ``False`` runs the heuristic baseline (no weights, no resampling).
         window: FKC active resampling window ``(tau_min, tau_max)`` in ``[0, 1]``.
-        grid: ``"uniform"`` or ``"edm"``.
+        grid: ``"uniform"`` or ``"edm"``; default the SDE's (``"edm"`` for ``EDMSDE``).
         progress_bar: tqdm bar over the FKC steps (the run is jitted in chunks between
             updates; the numbers do not depend on ``chunk_size``). Ctrl-C returns the
             particles reached so far with ``partial=True`` and a warning.
@@ -399,7 +399,7 @@ def sample_composition(
         if lo > hi:
             raise ValueError(f"window must satisfy tau_min <= tau_max, got {window!r}")
         window = (lo, hi)
-    grid = _check_grid(grid)
+    grid = target.sde.default_grid if grid is None else _check_grid(grid)
     comps = target.components
     score_fns = [p.score_fn for p in comps]
     log_q = _log_q_fns(comps)

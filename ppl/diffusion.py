@@ -79,7 +79,8 @@ class DiffusionPrior(Distribution):
         steps: number of reverse-time steps used by :meth:`sample`.
         sampler: ``"euler_maruyama"``, ``"pc"``, ``"ode"`` (Heun on the probability-flow ODE),
             ``"dopri5"`` or ``"ddim"``.
-        grid: ``"uniform"`` or ``"edm"`` (Karras rho=7) time grid.
+        grid: ``"uniform"`` or ``"edm"`` (Karras rho=7) time grid; default the SDE's
+            (``"edm"`` for ``EDMSDE``, whose time is the noise level, else ``"uniform"``).
 
     Raises ``ValueError`` at construction if ``score_fn`` does not map an ``(2, d)`` input to
     an ``(2, d)`` output (checked once with a dummy call at ``t = sde.t_max``).
@@ -98,7 +99,7 @@ class DiffusionPrior(Distribution):
         event_shape: tuple[int, ...] | int | None = None,
         steps: int = 500,
         sampler: str = "euler_maruyama",
-        grid: str = "uniform",
+        grid: str | None = None,
         *,
         validate_args: bool | None = None,
     ):
@@ -126,7 +127,7 @@ class DiffusionPrior(Distribution):
         self.sde = sde
         self.steps = steps
         self.sampler = _check_method(sampler, "sampler")
-        self.grid = _check_grid(grid)
+        self.grid = sde.default_grid if grid is None else _check_grid(grid)
         d = event_shape[0]
         expected = (2, d)
         try:
@@ -339,7 +340,7 @@ def sample_diffusion(
                 num_samples,
                 steps=500 if steps is None else steps,
                 seed=seed,
-                grid="uniform" if grid is None else grid,
+                grid=grid,
                 progress_bar=progress_bar,
                 chunk_size=chunk_size,
                 **composition_kwargs,

@@ -46,10 +46,11 @@ from inference.diffusion.posterior.mcgdiff import mcgdiff_grid, svd_observation
 from inference.diffusion.posterior.tds import gaussian_twist, tds_mala_rejuvenation
 from inference.diffusion.posterior.tds import tds as _tds
 from inference.smc import engine
+from inference.smc.resampling import RESAMPLERS
 from ppl.model import compile_model, program_fingerprint, trace_model
 from ppl.posterior import Posterior
 from ppl.smc_driver import drive_one
-from ppl.validation import check_count, check_probability, check_seed
+from ppl.validation import check_count, check_option, check_probability, check_real, check_seed
 
 __all__ = ["smc_inverse_problem", "InverseProblem", "analyse", "METHODS"]
 
@@ -312,18 +313,17 @@ def smc_inverse_problem(
             a model that is not an inverse problem (see :func:`analyse`).
         FloatingPointError: every particle weight vanished at some step.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    check_option("method", method, METHODS)
     check_count("particles", particles, minimum=2)
     if steps is not None:
         check_count("steps", steps)
     check_probability("eta", eta, low_open=True, high_open=False)
-    if not (isinstance(kappa, (int, float)) and kappa > 0):
-        raise ValueError(f"kappa must be a positive number, got {kappa!r}")
-    if not (0.0 <= float(ess_threshold) <= 1.0):
-        raise ValueError(f"ess_threshold must be in [0, 1], got {ess_threshold}")
-    if twist not in ("inflated", "plain"):
-        raise ValueError(f"twist must be 'inflated' or 'plain', got {twist!r}")
+    kappa = check_real("kappa", kappa, 0.0, None, low_open=True)
+    ess_threshold = check_real("ess_threshold", ess_threshold, 0.0, 1.0)
+    if not callable(resampling):
+        check_option("resampling", resampling, RESAMPLERS)
+    dps_scale = check_real("dps_scale", dps_scale, 0.0, None, low_open=True)
+    check_option("twist", twist, ("inflated", "plain"))
     rejuv_opts = _check_rejuvenation(rejuvenation, method)
     key = check_seed(seed)
     kwargs = dict(kwargs or {})
@@ -523,9 +523,9 @@ def _check_rejuvenation(rejuvenation, method):
             "log_prob_fn"
         )
     steps = check_count("rejuvenation['steps']", rejuvenation.get("steps", 1))
-    h = rejuvenation.get("step_size", 0.5)
-    if not (isinstance(h, (int, float)) and 0.0 < float(h) <= 1.0):
-        raise ValueError(f"rejuvenation['step_size'] must be in (0, 1], got {h!r}")
+    h = check_real(
+        "rejuvenation['step_size']", rejuvenation.get("step_size", 0.5), 0.0, 1.0, low_open=True
+    )
     f = rejuvenation.get("log_prob_fn")
     if f is not None and not callable(f):
         raise TypeError("rejuvenation['log_prob_fn'] must be callable f(x, t) -> log p_t(x)")
@@ -533,7 +533,7 @@ def _check_rejuvenation(rejuvenation, method):
         raise ValueError(
             f"rejuvenation is implemented for method='tds' only (got method={method!r})"
         )
-    return {"steps": steps, "step_size": float(h), "log_prob_fn": f}
+    return {"steps": steps, "step_size": h, "log_prob_fn": f}
 
 
 def _deterministic_sites(model, args, kwargs, site, x):

@@ -117,6 +117,7 @@ def smc(
     given = {n: v for n, v in locals().items() if n in TEMPERING_OPTIONS + DIFFUSION_TIME_OPTIONS}
     _refuse_unused_options(given, diffusion_time)
     if diffusion_time:
+        _check_diffusion_options(diffusion_options)
         return smc_inverse_problem(
             model,
             args,
@@ -247,6 +248,27 @@ def smc(
             "seed": seed if isinstance(seed, int) else -1,
         },
     )
+
+
+def _check_diffusion_options(options):
+    """``diffusion_options`` must be a dict of :func:`ppl.inverse.smc_inverse_problem`'s
+    further options (those ``ppl.smc`` does not take itself)."""
+    if options is None:
+        return
+    if not isinstance(options, dict):
+        raise TypeError(
+            f"diffusion_options must be a dict of options, got {type(options).__name__}"
+        )
+    own = {"model", "args", "kwargs", "particles", "seed", "method", "steps", "ess_threshold"}
+    own |= {"resampling", "progress_bar", "chunk_size"}
+    allowed = set(inspect.signature(smc_inverse_problem).parameters) - own
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        passed_directly = sorted(set(unknown) & own)
+        hint = f" ({', '.join(passed_directly)}: pass to ppl.smc itself)" if passed_directly else ""
+        raise ValueError(
+            f"diffusion_options has unknown key(s) {unknown}{hint}; allowed: {sorted(allowed)}"
+        )
 
 
 # the options of each of ppl.smc's two samplers

@@ -269,11 +269,14 @@ def _validate(ssm, ys, particles, method, resampling, ess_threshold, proposal, p
             ) from e
 
     x0 = trace("init().sample(key)", lambda k: ssm.init().sample(k), key)
-    obs = trace(
-        "observation(x, t)",
-        lambda x: jnp.zeros((d := ssm.observation(x, jnp.int32(0))).batch_shape + d.event_shape),
-        x0,
-    )
+    observation_support = []
+
+    def observation_shape(x):
+        d = ssm.observation(x, jnp.int32(0))
+        observation_support.append(d.support)
+        return jnp.zeros(d.batch_shape + d.event_shape)
+
+    obs = trace("observation(x, t)", observation_shape, x0)
     x1 = trace(
         "transition(x, t).sample(key)",
         lambda x, k: ssm.transition(x, jnp.int32(1)).sample(k),
@@ -313,7 +316,26 @@ def _validate(ssm, ys, particles, method, resampling, ess_threshold, proposal, p
             f"{ys_np.shape[1:]}, but observation(x, t) has shape {tuple(obs.shape)}; "
             "expected ys of shape (T, *observation_shape)"
         )
+    _check_observation_support(observation_support[0], ys_np)
     return ys_np
+
+
+def _check_observation_support(support, ys_np):
+    """Raise if some ``y_t`` lies outside the support of the observation distribution (a
+    non-integer count for a Poisson, a negative value for a Gamma): its density is zero under
+    every particle, which the filter would otherwise report as "all weights are zero". A
+    support that depends on the particle (``Uniform(x - 1, x + 1)``) cannot be checked here."""
+    try:
+        inside = np.asarray(support.check(jnp.asarray(ys_np)))
+    except (jax.errors.UnexpectedTracerError, jax.errors.ConcretizationTypeError):
+        return
+    inside = inside.reshape(ys_np.shape[0], -1).all(axis=1)
+    if not inside.all():
+        t = int(np.flatnonzero(~inside)[0])
+        raise ValueError(
+            f"particle_filter: ys[{t}] = {ys_np[t]} is outside the support of observation(x, t) "
+            f"({support}); its density is zero for every state"
+        )
 
 
 def _run_filter(

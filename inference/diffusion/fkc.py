@@ -312,7 +312,7 @@ def fkc_program(
     ess_threshold: float = 0.5,
     window: tuple[float, float] | None = None,
     weighted: bool = True,
-    grid: str = "uniform",
+    grid: str | None = None,
     log_q_T: Sequence[Callable] | None = None,
     resample_at_end: bool = False,
     denoise: bool = True,

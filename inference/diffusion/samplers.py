@@ -52,8 +52,10 @@ __all__ = [
 ]
 
 
-def time_grid(sde: SDE, steps: int, kind: str = "uniform", rho: float = 7.0) -> Array:
+def time_grid(sde: SDE, steps: int, kind: str | None = None, rho: float = 7.0) -> Array:
     """Decreasing grid of ``steps + 1`` times from ``sde.t_max`` to ``sde.t_min``.
+
+    ``kind=None`` is the SDE's :attr:`SDE.default_grid`.
 
     ``"uniform"``: equally spaced in t. ``"edm"``: Karras et al. 2022, eq. 5, equally spaced in
     ``sigma^(1/rho)`` for the noise level ``sigma = sigma_t / alpha_t``,
@@ -62,6 +64,7 @@ def time_grid(sde: SDE, steps: int, kind: str = "uniform", rho: float = 7.0) -> 
     """
     if steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps}")
+    kind = sde.default_grid if kind is None else kind
     if kind == "uniform":
         return jnp.linspace(sde.t_max, sde.t_min, steps + 1)
     if kind == "edm":
@@ -298,11 +301,11 @@ def sample(
     dim: int,
     steps: int = 500,
     method: str = "euler_maruyama",
-    grid: str = "uniform",
+    grid: str | None = None,
     **kwargs,
 ) -> Array:
     """Draw ``x_T ~ p_T`` (:meth:`SDE.prior_sample`) and run sampler ``method`` on a ``grid``
-    time grid of ``steps`` steps. Returns ``(num_samples, dim)``."""
+    time grid of ``steps`` steps (default: the SDE's). Returns ``(num_samples, dim)``."""
     fn = get_sampler(method)
     k0, k1 = jax.random.split(key)
     x_T = sde.prior_sample(k0, (num_samples, dim))

@@ -214,7 +214,7 @@ def superdiff_program(
     mode: str = "or",
     weights: Array | None = None,
     temperature: float = 1.0,
-    grid: str = "uniform",
+    grid: str | None = None,
     log_q_T: Sequence[Callable] | None = None,
 ) -> engine.Program:
     """SuperDiff OR/AND as an engine program (``ess_threshold=0``: never resamples).
@@ -242,7 +242,7 @@ def superdiff_sample(
     mode: str = "or",
     weights: Array | None = None,
     temperature: float = 1.0,
-    grid: str = "uniform",
+    grid: str | None = None,
     log_q_T: Sequence[Callable] | None = None,
 ) -> SuperDiffResult:
     """Run SuperDiff OR/AND through the engine in one scan (arguments as in

@@ -118,3 +118,38 @@ def test_a_scalar_observation_of_a_one_row_operator_is_linear_gaussian():
     np.testing.assert_allclose(found.A, expected.A)
     np.testing.assert_allclose(found.y, expected.y)
     np.testing.assert_allclose(found.sigma, expected.sigma)
+
+
+@pytest.mark.parametrize(
+    "options, error, message",
+    [
+        ({"kappa": "a"}, TypeError, "kappa must be a real number"),
+        ({"kappa": -1.0}, ValueError, "kappa must be"),
+        ({"eta": "1"}, TypeError, "eta"),
+        ({"dps_scale": "a"}, TypeError, "dps_scale must be a real number"),
+        ({"twist": "tilted"}, ValueError, "unknown twist 'tilted'"),
+        ({"rejuvenation": {"step_size": "a"}}, TypeError, r"rejuvenation\['step_size'\]"),
+        ({"kapa": 1e-3}, ValueError, r"unknown key\(s\) \['kapa'\]"),
+        ({"particles": 10}, ValueError, "particles: pass to ppl.smc itself"),
+        ([("kappa", 1.0)], TypeError, "diffusion_options must be a dict"),
+    ],
+    ids=lambda v: str(v)[:24],
+)
+def test_diffusion_options_are_checked_by_name(options, error, message):
+    with pytest.raises(error, match=message):
+        ppl.smc(inverse_problem, jnp.array(0.3), progress_bar=False, diffusion_options=options)
+
+
+@pytest.mark.parametrize(
+    "option, error, message",
+    [
+        ({"ess_threshold": "a"}, TypeError, "ess_threshold must be a real number"),
+        ({"ess_threshold": 1.5}, ValueError, "ess_threshold"),
+        ({"resampling": "bogus"}, ValueError, "unknown resampling 'bogus'"),
+        ({"method": 3}, TypeError, "method must be one of"),
+    ],
+    ids=lambda v: str(v)[:24],
+)
+def test_inverse_problem_arguments_are_checked_by_name(option, error, message):
+    with pytest.raises(error, match=message):
+        ppl.smc(inverse_problem, jnp.array(0.3), progress_bar=False, **option)

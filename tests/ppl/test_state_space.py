@@ -153,6 +153,21 @@ def test_validation_errors():
         StateSpaceModel(lambda: dist.Normal(), 3, lambda x, t: dist.Normal(x))
 
 
+def test_observation_outside_its_support_is_named():
+    """A count of 0.5 under a Poisson, or 11 successes of 10 trials, has density zero under
+    every particle: refused before compiling, naming y_t and the support."""
+    walk = (lambda: dist.Normal(0.0, 1.0), lambda x, t: dist.Normal(0.9 * x, 0.5))
+    poisson = StateSpaceModel(*walk, lambda x, t: dist.Poisson(jnp.exp(x)))
+    with pytest.raises(ValueError, match=r"ys\[2\] = 0.5 is outside the support.*Integer"):
+        particle_filter(poisson, np.array([1.0, 2.0, 0.5, 3.0]))
+    binomial = StateSpaceModel(*walk, lambda x, t: dist.Binomial(10, jax.nn.sigmoid(x)))
+    with pytest.raises(ValueError, match=r"ys\[1\] = 11.0 is outside"):
+        particle_filter(binomial, np.array([3.0, 11.0]))
+    # a support that moves with the state is left to the filter
+    uniform = StateSpaceModel(*walk, lambda x, t: dist.Uniform(x - 3.0, x + 3.0))
+    assert np.isfinite(particle_filter(uniform, np.array([0.1, 0.2]), particles=50).log_likelihood)
+
+
 def test_all_weights_zero_raises():
     ssm = StateSpaceModel(
         init=lambda: dist.Normal(0.0, 1.0),

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 from jax import Array
 
 from inference import rng
+from inference.diffusion.samplers import time_grid
 from inference.diffusion.sde import SDE
 
 __all__ = [
@@ -38,10 +39,11 @@ __all__ = [
 
 
 def default_grid(sde: SDE, steps: int) -> Array:
-    """Uniform decreasing grid of ``steps + 1`` times from ``t_max`` to ``t_min``."""
+    """The SDE's default decreasing grid of ``steps + 1`` times from ``t_max`` to ``t_min``
+    (:func:`inference.diffusion.samplers.time_grid`: uniform, or EDM's for ``EDMSDE``)."""
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
-    return jnp.linspace(sde.t_max, sde.t_min, steps + 1)
+    return time_grid(sde, steps)
 
 
 def tweedie(sde: SDE, x: Array, score: Array, t) -> Array:

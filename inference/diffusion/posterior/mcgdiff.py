@@ -108,7 +108,7 @@ def _taus(sde: SDE, obs: SVDObservation) -> Array:
 
 
 def mcgdiff_grid(sde: SDE, steps: int, obs: SVDObservation) -> Array:
-    """Uniform grid of ``steps + 1`` times with every ``tau_i`` inserted: ``steps + d_y + 1``
+    """The default grid of ``steps + 1`` times with every ``tau_i`` inserted: ``steps + d_y + 1``
     decreasing times (static length; the ``tau_i`` may be traced)."""
     base = default_grid(sde, steps)
     grid = jnp.concatenate([base, _taus(sde, obs).astype(base.dtype)])
