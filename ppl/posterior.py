@@ -114,18 +114,12 @@ class Posterior:
         kwargs.setdefault("kind", "stats")
         table = az.summary(self.to_arviz(), var_names=var_names, **kwargs)
         if self.num_chains >= 2 and "sd" in table.columns:
-            mcse, ess = {}, {}
-            for name, value in self.samples.items():
-                value = np.asarray(value, dtype=np.float64)
-                spread = value.mean(axis=1).std(axis=0, ddof=1) / np.sqrt(self.num_chains)
-                pooled_var = value.reshape(-1, *value.shape[2:]).var(axis=0, ddof=1)
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    worth = pooled_var / spread**2
-                for index in np.ndindex(spread.shape):
-                    label = f"{name}[{', '.join(map(str, index))}]" if index else name
-                    mcse[label], ess[label] = float(spread[index]), float(worth[index])
-            table["mcse_mean"] = table.index.map(lambda k: mcse.get(k, np.nan)).to_numpy(float)
-            table["ess_runs"] = table.index.map(lambda k: ess.get(k, np.nan)).to_numpy(float)
+            from ppl.smc_diagnostics import between_run_error
+
+            errors = between_run_error(self)
+            for column, i in (("mcse_mean", 0), ("ess_runs", 1)):
+                values = table.index.map(lambda k, i=i: errors.get(k, (np.nan, np.nan))[i])
+                table[column] = values.to_numpy(float)
         return table
 
     @property
@@ -134,19 +128,23 @@ class Posterior:
         return str(self.attrs.get("method", "")).startswith("smc")
 
     def diagnose(self, **thresholds):
-        """Divergences, tree depth, E-BFMI, R-hat and bulk / tail ESS against the usual
-        thresholds (:mod:`ppl.diagnostics`); ``print()`` the result for a report.
+        """The checks of the method against the usual thresholds; ``print()`` the result.
 
-        Only for Markov chains (``ppl.mcmc``, ``ppl.pmmh``): SMC particles are not a chain; judge
-        them by ``stages["ess"]`` and by independent runs' ``log_marginal_likelihood``.
+        Markov chains (``ppl.mcmc``, ``ppl.pmmh``, :mod:`ppl.diagnostics`): divergences, tree
+        depth, E-BFMI, R-hat and bulk / tail ESS. SMC (:mod:`ppl.smc_diagnostics`): weight
+        degeneracy, distinct particles, acceptance of the moves, and the agreement of
+        independent runs (log evidence, between-run ESS).
         """
         from ppl.diagnostics import diagnose
+        from ppl.smc_diagnostics import diagnose_smc
 
+        if self.is_smc:
+            return diagnose_smc(self, **thresholds)
         method = str(self.attrs.get("method", ""))
         if not method.startswith(("mcmc", "pmmh")):
             raise ValueError(
-                f"diagnose() checks Markov chains (ppl.mcmc, ppl.pmmh); this posterior comes from "
-                f"{method or 'an unknown method'}"
+                f"diagnose() checks Markov chains (ppl.mcmc, ppl.pmmh) and SMC (ppl.smc); this "
+                f"posterior comes from {method or 'an unknown method'}"
             )
         return diagnose(self, **thresholds)
 

@@ -161,7 +161,63 @@ def test_one_chain_skips_rhat_and_says_so():
     assert "R-hat needs two chains or more" in str(d)
 
 
-def test_diagnose_refuses_smc_particles():
-    post = ppl.smc(normal_mean, y=Y, particles=200, seed=0, progress_bar=False)
+def test_smc_diagnosis_passes_a_healthy_tempered_run():
+    post = ppl.smc(normal_mean, y=Y, particles=400, runs=4, seed=0, progress_bar=False)
+    d = post.diagnose()
+    assert d.ok, str(d)
+    assert d.runs == 4 and d.particles == 400 and d.distinct_fraction > 0.9
+    assert d.log_evidence_sd < 0.2 and d.min_ess_runs[1] == "mu" and d.min_ess_runs[0] > 100
+    assert 0.1 < d.min_acceptance[0] <= 1.0 and d.min_ess_fraction is None
+    assert str(d).startswith("4 run(s) x 400 particles: no problems found")
+
+
+def _smc_posterior(x, method="smc/tempered/rwmh", **fields):
+    return ppl.Posterior(samples={"x": x}, attrs={"method": method}, **fields)
+
+
+def test_each_smc_check_fires_on_a_run_built_to_fail_it():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 200, 2))
+    healthy = _smc_posterior(
+        x, stats={"log_marginal_likelihood": np.array([-3.0, -3.1, -2.9, -3.0])}
+    )
+    assert healthy.diagnose().ok, str(healthy.diagnose())
+
+    stuck = _smc_posterior(np.repeat(x[:, :50], 4, axis=1))  # 25% distinct
+    assert any(
+        p.startswith("only 25% of the particles are distinct") for p in stuck.diagnose().problems
+    )
+
+    rates = np.array([[np.nan, 0.5, 0.03], [np.nan, 0.4, 0.3], [np.nan] * 3, [np.nan] * 3])
+    rejecting = _smc_posterior(x, stages={"acceptance_rate": rates})
+    d = rejecting.diagnose()
+    assert d.min_acceptance == (0.03, 0, 2)
+    assert any("accepted 3.0% of proposals at stage 2" in p for p in d.problems)
+
+    apart = x.copy()
+    apart[3, :, 1] += 3.0  # one run in another mode
+    log_z = np.array([-3.0, -3.0, -3.0, -6.0])
+    disagreeing = _smc_posterior(apart, stats={"log_marginal_likelihood": log_z})
+    d = disagreeing.diagnose()
+    assert d.min_ess_runs[1] == "x[1]" and d.min_ess_runs[0] < 10
+    assert any("spread by 1.50 nats" in p for p in d.problems)
+    assert any(p.startswith("the runs disagree") for p in d.problems)
+
+    ess = np.array([[180.0, 120.0, 1.5, 90.0]])
+    degenerate = _smc_posterior(x[:1], "smc/diffusion/tds", stages={"ess": ess})
+    d = degenerate.diagnose()
+    assert d.min_ess_fraction == (1.5 / 200, 0, 2)
+    assert any("ESS 0.8% of N at step 2" in p for p in d.problems)
+    assert "runs >= 2" not in str(d)  # diffusion-time SMC has no runs= option
+    assert "runs >= 2 also check" in str(_smc_posterior(x[:1]).diagnose())
+    biased = _smc_posterior(x[:1], "smc/diffusion/dps")
+    assert any(p.startswith("DPS is a biased heuristic") for p in biased.diagnose().problems)
+
+    partial = ppl.Posterior(samples={"x": x}, attrs={"method": "smc/tempered/hmc", "partial": True})
+    assert any("interrupted" in p for p in partial.diagnose().problems)
+
+
+def test_diagnose_refuses_results_of_no_known_method():
+    post = ppl.Posterior(samples={"x": np.zeros((1, 10))}, attrs={"method": "hand-made"})
     with pytest.raises(ValueError, match="diagnose\\(\\) checks Markov chains"):
         post.diagnose()
