@@ -287,7 +287,15 @@ class CompiledModel:
 
     @cached_property
     def batched_draws(self) -> Callable:
-        """Jitted ``constrained_draws`` over a leading batch axis (compiled once per model)."""
+        """Jitted ``constrained_draws`` over a leading batch axis (compiled once per model).
+
+        With enumerated discrete sites the draws run one after another (``lax.map``): XLA
+        compiles the vmapped ``infer_discrete`` program 1.5x slower (a 100-point mixture:
+        4.3 s against 2.9 s on one core, 600 draws), and the sequential run costs 10 ms against
+        4 ms."""
+        if self.enumerated:
+            draw = self.constrained_draws
+            return jax.jit(lambda flat, keys: jax.lax.map(lambda fk: draw(*fk), (flat, keys)))
         return jax.jit(jax.vmap(self.constrained_draws))
 
     @cached_property
