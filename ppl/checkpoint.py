@@ -48,8 +48,22 @@ def load(path: str, like) -> tuple[object, dict]:
     return jax.tree.unflatten(treedef, leaves), meta
 
 
+def inputs_digest(model, args, kwargs) -> str:
+    """What the run's numbers depend on besides its settings, for ``meta["inputs"]``: the
+    model's data and the values it reads (:func:`ppl.model.stable_digest`, the same in every
+    process), or ``"unsummarisable"`` when they cannot be digested."""
+    from ppl.model import stable_digest
+
+    return stable_digest(model, args, kwargs) or "unsummarisable"
+
+
 def check_meta(path: str, stored: dict, expected: dict) -> None:
-    """Refuse to resume a checkpoint written with other settings."""
+    """Refuse to resume a checkpoint written with other settings or other inputs."""
+    if "inputs" in expected and stored.get("inputs") != expected["inputs"]:
+        raise ValueError(
+            f"checkpoint {path!r} was written for other inputs: the model's data, or a value "
+            "it reads (a global, an attribute), changed since; remove the file to start afresh"
+        )
     differ = {k: (stored.get(k), v) for k, v in expected.items() if stored.get(k) != v}
     if differ:
         detail = ", ".join(f"{k}: file {a!r} vs now {b!r}" for k, (a, b) in differ.items())

@@ -123,6 +123,8 @@ def mcmc(
         "seed": seed if isinstance(seed, int) else -1,
         "dim": compiled.dim,
     }
+    if checkpoint is not None:
+        settings["inputs"] = ppl_checkpoint.inputs_digest(model, args, model_kwargs)
     if checkpoint is not None and os.path.exists(checkpoint):
         out_shape = jax.eval_shape(program.run_chunk, warm_state, 0, key)[1]
         no_draws = jax.tree.map(lambda s: np.zeros((chains, 0, *s.shape[2:]), s.dtype), out_shape)

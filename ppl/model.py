@@ -26,8 +26,10 @@ Every check that can fail on user input runs here, on the host, before any compi
 from __future__ import annotations
 
 import hashlib
+import re
 import types
 import warnings
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property, partial
@@ -749,12 +751,104 @@ def _leaf_fingerprint(leaf):
     if isinstance(leaf, (np.ndarray, jax.Array, np.generic)):
         array = np.asarray(leaf)
         digest = hashlib.sha1(np.ascontiguousarray(array).view(np.uint8)).hexdigest()
+        if isinstance(leaf, np.ndarray):
+            _note_array_contents(leaf, digest)
         return array.shape, array.dtype.str, digest
     try:
         hash(leaf)
     except TypeError:
         return None
+    if isinstance(leaf, (types.FunctionType, type, types.ModuleType)) or _is_library_object(leaf):
+        return _Ref(leaf)
     return type(leaf), leaf
+
+
+# id -> (weak reference, digest) of every numpy array fingerprinted so far
+_ARRAY_DIGESTS: dict[int, tuple[weakref.ref, str]] = {}
+
+
+def _note_array_contents(array: np.ndarray, digest: str) -> None:
+    """Clear JAX's caches when a numpy array seen before was changed in place.
+
+    A jitted program that reads a numpy array as a constant leaves JAX (0.10) holding its
+    device copy, keyed by the array object: after ``A[:] = new`` every later program, even a
+    freshly traced one, and even eager ``jnp.sum(A)``, uses the old contents until
+    ``jax.clear_caches()``. The fingerprint sees the new contents, so it is the place to notice.
+    """
+    try:
+        ref = weakref.ref(array)
+    except TypeError:  # a view of a non-weakref-able base
+        return
+    previous = _ARRAY_DIGESTS.get(id(array))
+    if previous is not None and previous[0]() is array and previous[1] != digest:
+        jax.clear_caches()
+    _ARRAY_DIGESTS[id(array)] = (ref, digest)
+    if len(_ARRAY_DIGESTS) > 4096:  # forget the arrays that no longer exist
+        for key in [k for k, (r, _) in _ARRAY_DIGESTS.items() if r() is None]:
+            del _ARRAY_DIGESTS[key]
+
+
+class _Ref:
+    """An object taken by identity in a fingerprint (a function, a module, a class, a library
+    object); :func:`stable_digest` writes it by its qualified name, which outlives the
+    process."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __eq__(self, other):
+        return isinstance(other, _Ref) and other.obj is self.obj
+
+    def __hash__(self):
+        return id(self.obj)
+
+    @property
+    def name(self) -> str:
+        obj = (
+            self.obj
+            if isinstance(self.obj, (type, types.FunctionType, types.ModuleType))
+            else type(self.obj)
+        )
+        return f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', obj.__name__)}"
+
+
+def _is_library_object(value) -> bool:
+    """An instance of a class of jax, numpyro, this library, ... (taken by identity; numbers
+    and strings, instances of builtins, by value)."""
+    root = (type(value).__module__ or "").split(".")[0]
+    return root in LIBRARY_MODULES and root != "builtins"
+
+
+def stable_digest(fn, args=(), kwargs=None) -> str | None:
+    """A digest of :func:`program_fingerprint` that is the same in every process: functions,
+    classes, modules and library objects by qualified name, arrays by content, numbers and
+    strings by value. Checkpoints store it, so that a run is not resumed after the model's
+    data, or a value it reads, changed. ``None`` when the fingerprint cannot be taken."""
+    fingerprint = program_fingerprint(fn, args, kwargs)
+    if not isinstance(fingerprint, tuple):
+        return None
+    parts = []
+
+    def write(value):
+        if isinstance(value, _Ref):
+            parts.append(f"<{value.name}>")
+        elif isinstance(value, tuple):
+            parts.append("(")
+            for item in value:
+                write(item)
+            parts.append(")")
+        elif isinstance(value, type):
+            parts.append(f"<{value.__module__}.{value.__qualname__}>")
+        elif isinstance(value, (str, int, float, complex, bool, bytes)) or value is None:
+            parts.append(repr(value))
+        else:  # a tree definition, a dtype string, ...: its text, with no address in it
+            parts.append(re.sub(r" at 0x[0-9a-f]+", "", str(value)))
+        parts.append(",")
+
+    write(fingerprint)
+    return hashlib.sha1("".join(parts).encode()).hexdigest()
 
 
 FINGERPRINT_DEPTH = 4
@@ -767,38 +861,43 @@ LIBRARY_MODULES = frozenset(
 
 def program_fingerprint(fn, args=(), kwargs=None):
     """What a compiled program of ``fn(*args, **kwargs)`` depends on, as a hashable key: the
-    function, its data (:func:`data_fingerprint`) and the values it reads from its globals and
-    closure (:func:`function_fingerprint`). When something cannot be summarised, a fresh
-    ``object()``: a key equal to no other, so nothing compiled is reused."""
+    function, its data (:func:`data_fingerprint`) and the values it reads from its globals,
+    its closure and, for a method or a callable object, the object's attributes
+    (:func:`function_fingerprint`). When something cannot be summarised, a fresh ``object()``:
+    a key equal to no other, so nothing compiled is reused."""
     data = data_fingerprint(args, kwargs or {})
     reads = function_fingerprint(fn)
     if data is None or reads is None:
         return object()
-    return fn, data, reads
+    return _Ref(fn) if not isinstance(fn, types.MethodType) else fn, data, reads
 
 
 def function_fingerprint(fn, depth: int = 0, seen: set | None = None):
     """The values a Python function reads from its module globals and its closure, each by
-    :func:`_leaf_fingerprint` (arrays by content, so that changing a global ``A`` or a prior
+    :func:`_value_fingerprint` (arrays by content, so that changing a global ``A`` or a prior
     scale between calls is seen), following the plain functions it calls up to
-    ``FINGERPRINT_DEPTH`` levels; modules and classes by identity. ``None`` when a value is
-    neither an array, a pytree of arrays, nor hashable (a mutable container of other things).
-    A callable that is not a plain function (a ``partial``, an object) is summarised by its
-    pytree leaves, or by identity."""
+    ``FINGERPRINT_DEPTH`` levels; modules and classes by identity. A bound method adds its
+    object's attributes; a callable object is its attributes and its ``__call__``; a
+    ``partial`` its bound arguments. ``None`` when a value is neither an array, a pytree of
+    arrays, a user object made of those, nor hashable (a mutable container of other
+    things)."""
     seen = set() if seen is None else seen
+    if getattr(fn, "__code__", None) is None and getattr(fn, "func", None) is None:
+        return _value_fingerprint(fn, depth, seen)  # a callable object
     if id(fn) in seen or depth > FINGERPRINT_DEPTH:
         return ()
     seen.add(id(fn))
+    if isinstance(fn, types.MethodType):
+        owner = _value_fingerprint(fn.__self__, depth + 1, seen)
+        called = function_fingerprint(fn.__func__, depth + 1, seen)
+        return None if owner is None or called is None else (owner, called)
     inner = getattr(fn, "func", None)  # functools.partial
     if inner is not None:
         bound = data_fingerprint(getattr(fn, "args", ()), getattr(fn, "keywords", {}))
         called = function_fingerprint(inner, depth + 1, seen)
-        return None if bound is None or called is None else (inner, bound, called)
-    code = getattr(fn, "__code__", None)
-    if code is None:
-        return _value_fingerprint(fn, depth, seen)
+        return None if bound is None or called is None else (_Ref(inner), bound, called)
     names = set()
-    stack = [code]
+    stack = [fn.__code__]
     while stack:  # the function's own names and those of its nested functions / lambdas
         current = stack.pop()
         names.update(current.co_names)
@@ -824,18 +923,86 @@ def function_fingerprint(fn, depth: int = 0, seen: set | None = None):
 
 
 def _value_fingerprint(value, depth: int, seen: set):
+    if isinstance(value, type) and not _is_library_class(value):
+        return _class_fingerprint(value, depth, seen)
     if isinstance(value, (types.ModuleType, type)):
-        return id(value)
+        return _Ref(value)
     if isinstance(value, types.FunctionType):
         if (value.__module__ or "").split(".")[0] in LIBRARY_MODULES:
-            return id(value)
+            return _Ref(value)
         called = function_fingerprint(value, depth + 1, seen)
-        return None if called is None else (id(value), called)
+        return None if called is None else (_Ref(value), called)
+    if isinstance(value, types.MethodType):
+        return function_fingerprint(value, depth + 1, seen)
+    if _is_user_object(value):
+        return _object_fingerprint(value, depth, seen)
     part = _leaf_fingerprint(value)
     if part is not None and not isinstance(value, tuple):
         return part
     leaves, treedef = jax.tree.flatten(value)
     if len(leaves) == 1 and leaves[0] is value:
         return part  # hashable, not a container: by its own hash (identity for most objects)
-    parts = [_leaf_fingerprint(leaf) for leaf in leaves]
+    parts = [_value_fingerprint(leaf, depth + 1, seen) for leaf in leaves]
     return None if any(p is None for p in parts) else (treedef, tuple(parts))
+
+
+def _is_library_class(cls: type) -> bool:
+    return (cls.__module__ or "").split(".")[0] in LIBRARY_MODULES
+
+
+def _class_fingerprint(cls: type, depth: int, seen: set):
+    """A user class by identity and the data attributes of it and its user base classes (a
+    class used as a namespace of settings, ``Config.scale``); methods are followed where
+    they are called."""
+    if id(cls) in seen:
+        return ("seen", id(cls))
+    if depth > FINGERPRINT_DEPTH:
+        return None
+    seen.add(id(cls))
+    parts = [_Ref(cls)]
+    for klass in cls.__mro__:
+        if _is_library_class(klass):
+            continue
+        for name, attribute in sorted(vars(klass).items()):
+            if name.startswith("__") or callable(attribute) or hasattr(attribute, "__get__"):
+                continue
+            part = _value_fingerprint(attribute, depth + 1, seen)
+            if part is None:
+                return None
+            parts.append((klass.__qualname__, name, part))
+    return tuple(parts)
+
+
+def _is_user_object(value) -> bool:
+    """An instance of a class the user wrote (not a builtin, array, container or library
+    class), whose attributes a model may read: a config object, a model class."""
+    if isinstance(value, (np.ndarray, jax.Array, np.generic, tuple, list, dict)):
+        return False
+    return not _is_library_object(value) and hasattr(value, "__dict__")
+
+
+def _object_fingerprint(value, depth: int, seen: set):
+    """A user object by its class, its attributes (each by :func:`_value_fingerprint`) and,
+    for a callable object, its ``__call__``; ``None`` past ``FINGERPRINT_DEPTH`` or when an
+    attribute cannot be summarised."""
+    if id(value) in seen:
+        return ("seen", id(value))
+    if depth > FINGERPRINT_DEPTH:
+        return None
+    seen.add(id(value))
+    cls = _class_fingerprint(type(value), depth + 1, seen)
+    if cls is None:
+        return None
+    parts = [cls]
+    call = type(value).__call__ if callable(value) else None
+    if isinstance(call, types.FunctionType):
+        called = function_fingerprint(call, depth + 1, seen)
+        if called is None:
+            return None
+        parts.append(called)
+    for name, attribute in sorted(vars(value).items()):
+        part = _value_fingerprint(attribute, depth + 1, seen)
+        if part is None:
+            return None
+        parts.append((name, part))
+    return tuple(parts)

@@ -111,8 +111,7 @@ class Posterior:
 
         if not self.is_smc:
             return az.summary(self.to_arviz(), var_names=var_names, **kwargs)
-        kwargs.setdefault("kind", "stats")
-        table = az.summary(self.to_arviz(), var_names=var_names, **kwargs)
+        table = arviz_io.draws_summary(self.to_arviz(), var_names=var_names, **kwargs)
         if self.num_chains >= 2 and "sd" in table.columns:
             from ppl.smc_diagnostics import between_run_error
 

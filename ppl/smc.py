@@ -13,6 +13,7 @@ from numpyro.infer import Predictive
 
 from inference.mcmc.kernels import get_kernel
 from inference.smc import tempered
+from ppl import checkpoint as ppl_checkpoint
 from ppl.devices import particle_sharding, select_devices
 from ppl.inverse import smc_inverse_problem
 from ppl.model import compile_model, program_fingerprint, trace_model
@@ -171,6 +172,9 @@ def smc(
         "waste_free": waste_free or 0,
         "resampling": resampling,
     }
+    cache_key = _cache_key(model, args, model_kwargs, settings, max_stages)
+    if checkpoint is not None:
+        settings["inputs"] = ppl_checkpoint.inputs_digest(model, args, model_kwargs)
     driven = drive(
         make_program,
         jax.random.split(key_run, runs),
@@ -185,7 +189,7 @@ def smc(
         stop_when=settled,
         postfix=stage_postfix,
         known_length=False,
-        cache_key=_cache_key(model, args, model_kwargs, settings, max_stages),
+        cache_key=cache_key,
     )
     result = tempered.summarize(driven.result)
     result = jax.tree.map(np.asarray, result)

@@ -213,3 +213,5 @@ def test_checkpoint_resume_gives_the_uninterrupted_draws(monkeypatch, tmp_path):
     np.testing.assert_array_equal(resumed.stats["step_size"], reference.stats["step_size"])
     with pytest.raises(ValueError, match="written with other settings"):
         ppl.mcmc(normal_mean, checkpoint=path, progress_bar=False, **{**kwargs, "seed": 5})
+    with pytest.raises(ValueError, match="written for other inputs: the model's data"):
+        ppl.mcmc(normal_mean, checkpoint=path, progress_bar=False, **{**kwargs, "y": Y + 5.0})

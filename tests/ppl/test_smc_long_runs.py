@@ -79,6 +79,8 @@ def test_checkpoint_resume_gives_the_uninterrupted_run(monkeypatch, tmp_path, re
         ppl.smc(
             regression, X, y=Y, checkpoint=path, progress_bar=False, **{**SMC_KWARGS, "seed": 5}
         )
+    with pytest.raises(ValueError, match="written for other inputs"):
+        ppl.smc(regression, X, y=Y + 1.0, checkpoint=path, progress_bar=False, **SMC_KWARGS)
 
 
 def test_a_second_call_reuses_the_compiled_program(reference):
