@@ -19,16 +19,16 @@ ARVIZ_1 = int(az.__version__.split(".")[0]) >= 1
 
 
 def _dims_for(name: str, shape: tuple[int, ...], leading: tuple[str, ...], named: tuple = ()):
-    """Dims for an array: the leading sample dims, then plate names or ``{name}_dim_{i}``."""
+    """Dims for an array: the leading sample dims, then for each axis of one value its plate
+    name (``named``, aligned to the right; ``None`` for an axis of no plate) or
+    ``{name}_dim_{i}``."""
     event_ndim = len(shape) - len(leading)
     named = tuple(named)[-event_ndim:] if event_ndim > 0 else ()
     dims = list(leading)
     for i in range(event_ndim):
         offset = event_ndim - len(named)
-        if i >= offset and named[i - offset] not in dims:
-            dims.append(named[i - offset])
-        else:
-            dims.append(f"{name}_dim_{i}")
+        plate = named[i - offset] if i >= offset else None
+        dims.append(plate if plate is not None and plate not in dims else f"{name}_dim_{i}")
     return dims
 
 

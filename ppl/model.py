@@ -80,7 +80,7 @@ class CompiledModel:
     factors: list[str]
     dim: int
     unravel: Callable
-    site_dims: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    site_dims: dict[str, tuple[str | None, ...]] = field(default_factory=dict)
     enumerated: tuple[str, ...] = ()
     enumerated_in_scan: bool = False
     max_plate_nesting: int = 0
@@ -551,13 +551,14 @@ def compile_model(
     observed: dict[str, np.ndarray] = {}
     deterministic: list[str] = []
     factors: list[str] = []
-    site_dims: dict[str, tuple[str, ...]] = {}
+    site_dims: dict[str, tuple[str | None, ...]] = {}
     for name, site in trace.items():
         if site["type"] == "plate":
             _check_full_plate(name, site)
             continue
         if site["type"] == "deterministic":
             deterministic.append(name)
+            site_dims[name] = _plate_dims(site)
             continue
         if site["type"] != "sample":
             continue
@@ -727,10 +728,20 @@ def _check_full_plate(name, site) -> None:
         )
 
 
-def _plate_dims(site) -> tuple[str, ...]:
-    """Names for the site's batch axes from the plates it sits in (rightmost plate last)."""
-    frames = sorted(site.get("cond_indep_stack", []), key=lambda f: f.dim)
-    return tuple(f.name for f in frames)
+def _plate_dims(site) -> tuple[str | None, ...]:
+    """Names for every axis of the site's value: a plate's name at the batch axis of its
+    ``dim`` (``plate("groups", 4, dim=-2)`` names the second batch axis from the right,
+    whatever is right of it), ``None`` for the other axes and the event axes (which get
+    ``{site}_dim_{i}``). A deterministic site has no event axes."""
+    shape = np.shape(site["value"])
+    fn = site.get("fn")
+    event_ndim = len(getattr(fn, "event_shape", ())) if site["type"] == "sample" else 0
+    batch_ndim = len(shape) - event_ndim
+    names: list[str | None] = [None] * len(shape)
+    for frame in site.get("cond_indep_stack", []):
+        if frame.dim is not None and -batch_ndim <= frame.dim < 0:
+            names[batch_ndim + frame.dim] = frame.name
+    return tuple(names)
 
 
 def data_fingerprint(args, kwargs):

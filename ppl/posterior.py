@@ -37,7 +37,7 @@ class Posterior:
     predictive: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     stages: dict[str, np.ndarray] = field(default_factory=dict)
     attrs: dict = field(default_factory=dict)
-    site_dims: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    site_dims: dict[str, tuple[str | None, ...]] = field(default_factory=dict)
     compiled: object = field(default=None, repr=False)
 
     @property

@@ -119,3 +119,41 @@ def test_diffusion_results(kind):
     table = res.summary()
     np.testing.assert_allclose(table["mean"], x.mean(axis=0), atol=0.01)
     assert "r_hat" not in table.columns  # particles / independent draws: no chain diagnostics
+
+
+def test_plate_names_land_on_their_own_axes():
+    """A plate at dim=-2 names the second batch axis from the right (the site's value is
+    (4, 1)); an event axis and a deterministic site inside a plate are named right too."""
+    import numpyro
+    import numpyro.distributions as dist
+
+    from ppl.model import compile_model
+
+    def model(y):
+        with numpyro.plate("groups", 4, dim=-2):
+            a = numpyro.sample("a", dist.Normal(0.0, 1.0))
+        with numpyro.plate("n", 3):
+            b = numpyro.sample("b", dist.MultivariateNormal(np.zeros(2), np.eye(2)))
+            numpyro.deterministic("mu", a.sum() + b[:, 0])
+            numpyro.sample("y", dist.Normal(b[:, 0], 1.0), obs=y)
+
+    y = np.array([0.1, 0.2, 0.3])
+    compiled = compile_model(model, (y,), {})
+    assert compiled.site_dims["a"] == ("groups", None)
+    assert compiled.site_dims["b"] == ("n", None)
+    assert compiled.site_dims["mu"] == ("n",)
+    post = Posterior(
+        samples={
+            "a": np.zeros((C, D, 4, 1)),
+            "b": np.zeros((C, D, 3, 2)),
+            "mu": np.zeros((C, D, 3)),
+        },
+        log_likelihood={"y": np.zeros((C, D, 3))},
+        observed_data={"y": y},
+        site_dims=compiled.site_dims,
+    )
+    data = post.to_arviz()
+    assert data.posterior["a"].dims == ("chain", "draw", "groups", "a_dim_1")
+    assert data.posterior["b"].dims == ("chain", "draw", "n", "b_dim_1")
+    assert data.posterior["mu"].dims == ("chain", "draw", "n")
+    assert data.observed_data["y"].dims == ("n",) and data.log_likelihood["y"].dims[-1] == "n"
