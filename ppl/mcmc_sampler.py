@@ -25,7 +25,7 @@ from inference.mcmc.kernels import get_kernel
 from ppl import checkpoint as ppl_checkpoint
 from ppl.devices import select_devices, shard_leading
 from ppl.diagnostics import warn_if_problems
-from ppl.model import CompiledModel, compile_model, program_fingerprint
+from ppl.model import CompiledModel, compile_model, program_fingerprint, values_outside
 from ppl.posterior import Posterior
 from ppl.validation import check_count, check_seed
 
@@ -89,6 +89,8 @@ def mcmc(
     chunk = _chunk(chunk_size, total, progress_bar)
     program = _program(model, args, model_kwargs, kernel_obj, chains, warmup, total, chunk)
     compiled = program.compiled
+    if init is not None:
+        init = _check_init(compiled, chains, init)
     key_init, key = jax.random.split(key)
     if init is None:  # the search for finite starts runs inside init_state's program
         candidates = compiled.initial_candidates(key_init, chains)
@@ -99,8 +101,11 @@ def mcmc(
     if init is None:
         compiled.check_initial_points(candidates, found)
     elif not np.all(np.asarray(found)):
+        bad = [int(c) for c in np.flatnonzero(~np.asarray(found))]
+        others = "" if set(init) == set(compiled.latents) else " and random values of the others"
         raise ValueError(
-            "the log density or its gradient is not finite at the values given in init"
+            f"the log density or its gradient is not finite at the values given in init for "
+            f"{sorted(init)}{others} (chain(s) {bad})"
         )
 
     bar = tqdm(
@@ -305,8 +310,11 @@ def _build_program(compiled, kernel_obj, chains, warmup, chunk) -> _Program:
     return _Program(compiled, init_state, run_chunk)
 
 
-def _positions_from_init(compiled: CompiledModel, key, chains: int, init: dict):
-    """Starts with the sites given in ``init`` fixed and the others Stan-style random."""
+def _check_init(compiled: CompiledModel, chains: int, init: dict) -> dict:
+    """``init`` checked site by site before anything is compiled, each value broadcast to
+    ``(chains, *shape)``: a known latent site, numbers of the site's shape (one start shared by
+    the chains) or ``(chains, *shape)`` (one per chain, as numpyro's ``init_params``), finite,
+    and inside the site's support where that does not depend on other sites."""
     if not isinstance(init, dict):
         raise TypeError(f"init must be a dict of site name -> value, got {type(init).__name__}")
     unknown = set(init) - set(compiled.latents)
@@ -315,12 +323,35 @@ def _positions_from_init(compiled: CompiledModel, key, chains: int, init: dict):
             f"init names unknown latent site(s) {sorted(unknown)}; latent sites are "
             f"{sorted(compiled.latents)}"
         )
+    checked = {}
+    for name, value in init.items():
+        array = np.asarray(value)
+        if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+            raise TypeError(f"init['{name}'] must be numbers, got dtype {array.dtype}")
+        shape = compiled.latents[name].shape
+        if array.shape not in (shape, (chains, *shape)):
+            raise ValueError(
+                f"init['{name}'] has shape {array.shape}, expected {shape} (shared by the "
+                f"chains) or {(chains, *shape)} (one per chain)"
+            )
+        if not np.all(np.isfinite(array)):
+            raise ValueError(f"init['{name}'] is not finite: {array}")
+        transform = compiled.latents[name].transform
+        outside = values_outside(transform.codomain, array)
+        if outside:
+            raise ValueError(
+                f"init['{name}'] = {array} lies outside the support of site '{name}' "
+                f"({transform.codomain})"
+            )
+        checked[name] = np.broadcast_to(array, (chains, *shape))
+    return checked
+
+
+def _positions_from_init(compiled: CompiledModel, key, chains: int, init: dict):
+    """Starts with the sites given in ``init`` (checked by :func:`_check_init`) fixed and the
+    others Stan-style random."""
     random_positions = compiled.initial_positions(key, chains)
     fixed = jax.vmap(compiled.to_constrained)(random_positions)
     for name, value in init.items():
-        value = jnp.asarray(value, dtype=jnp.result_type(float))
-        expected = compiled.latents[name].shape
-        if value.shape != expected:
-            raise ValueError(f"init['{name}'] has shape {value.shape}, expected {expected}")
-        fixed[name] = jnp.broadcast_to(value, (chains, *expected))
+        fixed[name] = jnp.asarray(value, dtype=jnp.result_type(float))
     return jax.vmap(compiled.to_unconstrained)(fixed)

@@ -686,8 +686,35 @@ def constraints_identity():
     return biject_to(constraints.real)
 
 
+def fixed_support(constraint):
+    """``constraint`` if it is one of numpyro's parameter-free supports (``positive``,
+    ``nonnegative_integer``, ``simplex``, ..., possibly made an event by ``to_event``), else
+    ``None``: a support that depends on parameters (``Uniform(0, theta)``) cannot be checked
+    from the traced example values."""
+    base = constraint
+    while isinstance(base, constraints.independent):
+        base = base.base_constraint
+    return constraint if isinstance(base, constraints._SingletonConstraint) else None
+
+
+def values_outside(constraint, value, mask=None) -> int:
+    """How many elements of ``value`` lie outside a parameter-free ``constraint`` (0 when it
+    depends on parameters); entries where ``mask`` is False are not counted."""
+    if fixed_support(constraint) is None:
+        return 0
+    inside = np.asarray(constraint.check(jnp.asarray(value)))
+    if mask is not None:
+        inside = inside | ~np.broadcast_to(np.asarray(mask, bool), inside.shape)
+    return int(inside.size - np.count_nonzero(inside))
+
+
 def _check_observed(name, fn, value, check_finite: bool = True) -> np.ndarray:
     array = np.asarray(value)
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        raise TypeError(
+            f"observed site '{name}': obs has dtype {array.dtype}, expected numbers (a missing "
+            "value given as None? use NaN with obs_mask=, or drop it)"
+        )
     expected = tuple(fn.batch_shape) + tuple(fn.event_shape)
     event = tuple(fn.event_shape)
     try:
@@ -711,6 +738,13 @@ def _check_observed(name, fn, value, check_finite: bool = True) -> np.ndarray:
                 f"observed site '{name}' contains {int(usable.size - usable.sum())} non-finite "
                 "value(s) (NaN or inf) where it is not masked; remove or impute them, or mask "
                 "them out (obs_mask=, or numpyro.handlers.mask)"
+            )
+        mask = getattr(fn, "_mask", None)
+        outside = values_outside(fn.support, array, None if isinstance(mask, bool) else mask)
+        if outside:
+            raise ValueError(
+                f"observed site '{name}' has {outside} value(s) outside the support of its "
+                f"{type(fn).__name__} ({fn.support}): their likelihood is zero everywhere"
             )
     return array
 
@@ -761,6 +795,8 @@ def _leaf_fingerprint(leaf):
     ``None`` for anything else."""
     if isinstance(leaf, (np.ndarray, jax.Array, np.generic)):
         array = np.asarray(leaf)
+        if array.dtype.hasobject:
+            return None  # references, not contents (a list with None in it)
         digest = hashlib.sha1(np.ascontiguousarray(array).view(np.uint8)).hexdigest()
         if isinstance(leaf, np.ndarray):
             _note_array_contents(leaf, digest)

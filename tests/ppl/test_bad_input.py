@@ -92,3 +92,42 @@ def test_observed_data_nan_inf_or_wrong_shape(position, bad, shape_change):
 )
 def test_unknown_kernel(kernel):
     _raises_naming(lambda: ppl.mcmc(model, y=Y, kernel=kernel, progress_bar=False), "kernel")
+
+
+def scale_model(y=None):
+    sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
+    with numpyro.plate("n", 3):
+        numpyro.sample("y", dist.Normal(0.0, sigma), obs=y)
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    value=st.one_of(
+        st.floats(max_value=0.0),  # outside the support (or NaN)
+        st.floats(allow_nan=False).map(lambda v: [v, v, v]),  # wrong shape
+        st.just("a"),
+        st.just([None, 1.0]),
+    )
+)
+def test_init_values_are_checked_by_site(value):
+    """Checked before anything is compiled: the error names init['sigma']."""
+    _raises_naming(
+        lambda: ppl.mcmc(scale_model, y=Y, init={"sigma": value}, progress_bar=False),
+        "init['sigma']",
+    )
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    data=st.one_of(
+        st.sampled_from([[0, 1, 2], [1, -1, 0], [0.5, 1, 1]]),  # outside {0, 1}
+        st.just(np.array([1, None, 0], dtype=object)),  # a missing value as None
+    )
+)
+def test_observed_values_outside_the_support_are_named(data):
+    def coin(y):
+        p = numpyro.sample("p", dist.Beta(1.0, 1.0))
+        with numpyro.plate("n", 3):
+            numpyro.sample("flips", dist.Bernoulli(p), obs=y)
+
+    _raises_naming(lambda: ppl.mcmc(coin, np.asarray(data), progress_bar=False), "'flips'")

@@ -215,3 +215,19 @@ def test_checkpoint_resume_gives_the_uninterrupted_draws(monkeypatch, tmp_path):
         ppl.mcmc(normal_mean, checkpoint=path, progress_bar=False, **{**kwargs, "seed": 5})
     with pytest.raises(ValueError, match="written for other inputs: the model's data"):
         ppl.mcmc(normal_mean, checkpoint=path, progress_bar=False, **{**kwargs, "y": Y + 5.0})
+
+
+def test_init_one_start_per_chain():
+    """numpyro's init_params style: a value shaped (chains, *shape) gives each chain its own
+    start; a value of the site's shape is shared; the other sites start at random."""
+    import jax
+
+    import ppl.mcmc_sampler as mcmc_module
+    from ppl.model import compile_model
+
+    compiled = compile_model(normal_mean, (), {"y": Y})
+    for given, expected in (([-5.0, 0.0, 5.0], [-5.0, 0.0, 5.0]), (2.0, [2.0, 2.0, 2.0])):
+        init = mcmc_module._check_init(compiled, 3, {"mu": np.array(given)})
+        flat = mcmc_module._positions_from_init(compiled, jax.random.PRNGKey(0), 3, init)
+        starts = jax.vmap(compiled.to_constrained)(flat)["mu"]
+        np.testing.assert_allclose(starts, expected, rtol=1e-6)
