@@ -853,12 +853,15 @@ class _Ref:
 
     @property
     def name(self) -> str:
-        obj = (
-            self.obj
-            if isinstance(self.obj, (type, types.FunctionType, types.ModuleType))
-            else type(self.obj)
-        )
-        return f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', obj.__name__)}"
+        """The qualified name of the function, module or class, or of the object's class,
+        with a digest of the object's arrays when it is a pytree (a numpyro distribution)."""
+        if isinstance(self.obj, (type, types.FunctionType, types.ModuleType)):
+            obj, contents = self.obj, ""
+        else:
+            obj = type(self.obj)
+            leaves = [leaf for leaf in jax.tree.leaves(self.obj) if leaf is not self.obj]
+            contents = re.sub(r" at 0x[0-9a-f]+", "", str([_leaf_fingerprint(x) for x in leaves]))
+        return f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')}{contents}"
 
 
 def _is_library_object(value) -> bool:
@@ -1002,7 +1005,7 @@ def _class_fingerprint(cls: type, depth: int, seen: set):
     class used as a namespace of settings, ``Config.scale``); methods are followed where
     they are called."""
     if id(cls) in seen:
-        return ("seen", id(cls))
+        return ("seen", _Ref(cls))
     if depth > FINGERPRINT_DEPTH:
         return None
     seen.add(id(cls))
@@ -1033,7 +1036,7 @@ def _object_fingerprint(value, depth: int, seen: set):
     for a callable object, its ``__call__``; ``None`` past ``FINGERPRINT_DEPTH`` or when an
     attribute cannot be summarised."""
     if id(value) in seen:
-        return ("seen", id(value))
+        return ("seen", _Ref(value))
     if depth > FINGERPRINT_DEPTH:
         return None
     seen.add(id(value))

@@ -165,3 +165,25 @@ def test_stable_digest_is_the_same_for_equal_inputs_and_names_no_address():
     digest = stable_digest(Regression(y).model)
     assert digest == stable_digest(Regression(y.copy()).model)  # another object, same contents
     assert digest != stable_digest(Regression(y + 1).model)
+
+
+def test_stable_digest_is_the_same_in_another_process():
+    """Checkpoints are resumed by a new process: the digest must not hold an address or id."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    # the module under the name pytest gave it (qualified names are part of the digest)
+    module = Regression.__module__
+    root = Path(__file__).parents[module.count(".")]
+    script = (
+        f"import sys, importlib; sys.path.insert(0, {str(root)!r}); import numpy as np; "
+        f"m = importlib.import_module({module!r}); "
+        "from ppl.model import stable_digest; "
+        "print(stable_digest(m.Regression(np.zeros(3)).model), "
+        "stable_digest(m.reads_a_config_object, (1.0,)))"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    here_digests = f"{stable_digest(Regression(np.zeros(3)).model)} "
+    here_digests += f"{stable_digest(reads_a_config_object, (1.0,))}"
+    assert out.stdout.strip() == here_digests
