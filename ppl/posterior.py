@@ -23,7 +23,7 @@ class Posterior:
         log_likelihood: observed site -> pointwise log-likelihood ``(chains, draws, *obs_shape)``.
         observed_data: observed site -> observed value.
         predictive: ArviZ group name (``prior``, ``prior_predictive``,
-            ``posterior_predictive``) -> {site: array ``(chains, draws, ...)``}.
+            ``posterior_predictive``, ``predictions``) -> {site: array ``(chains, draws, ...)``}.
         stages: per-stage / per-step diagnostics of SMC, ``{name: (runs, stages)}`` padded with
             NaN, exported as the ``smc_stages`` group.
         attrs: metadata (kernel, settings, ``partial`` when interrupted).

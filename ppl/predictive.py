@@ -29,8 +29,10 @@ def predictive(
     * Prior (``posterior=None``): ``num_samples`` ancestral draws of every site, shaped
       ``(1, num_samples, ...)``. When ``posterior`` is not given nothing is attached.
     * Posterior: for each posterior draw, the observed sites are simulated given the latent
-      values; arrays are shaped ``(chains, draws, ...)`` and are also stored on
-      ``posterior.predictive["posterior_predictive"]`` so ``posterior.to_arviz()`` exports them.
+      values; arrays are shaped ``(chains, draws, ...)`` and are also stored on the posterior
+      so that ``posterior.to_arviz()`` exports them: as ``posterior_predictive`` when they
+      replicate the observed data (same shapes), as ``predictions`` (ArviZ's group for
+      out-of-sample predictions) when the model was given other inputs, e.g. new covariates.
     """
     key = check_seed(seed)
     if posterior is None:
@@ -58,5 +60,10 @@ def predictive(
         if k not in compiled.latents
     }
     observed = {k: v for k, v in out.items() if k in compiled.observed}
-    posterior.predictive["posterior_predictive"] = observed or out
+    replicates = all(
+        v.shape[2:] == np.shape(posterior.observed_data.get(k, v[0, 0]))
+        for k, v in observed.items()
+    )
+    group = "posterior_predictive" if observed and replicates else "predictions"
+    posterior.predictive[group] = observed or out
     return out

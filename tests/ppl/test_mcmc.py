@@ -231,3 +231,28 @@ def test_init_one_start_per_chain():
         flat = mcmc_module._positions_from_init(compiled, jax.random.PRNGKey(0), 3, init)
         starts = jax.vmap(compiled.to_constrained)(flat)["mu"]
         np.testing.assert_allclose(starts, expected, rtol=1e-6)
+
+
+@pytest.mark.arviz
+def test_predictions_at_new_inputs_go_to_the_predictions_group():
+    """Replicated data (same inputs) is the posterior predictive; draws at new covariates are
+    ArviZ's out-of-sample ``predictions`` group, whose dims may differ from the data's."""
+    from ppl.model import compile_model
+
+    def line(x, y=None):
+        w = numpyro.sample("w", dist.Normal(0.0, 1.0))
+        with numpyro.plate("n", len(x)):
+            numpyro.sample("y", dist.Normal(w * x, 0.1), obs=y)
+
+    x, y = np.linspace(0.0, 1.0, 6), np.linspace(0.0, 2.0, 6)
+    post = ppl.Posterior(
+        samples={"w": np.full((2, 5), 2.0)},
+        observed_data={"y": y},
+        compiled=compile_model(line, (x, y), {}),
+    )
+    ppl.predictive(line, x, posterior=post, y=None, seed=0)
+    new = ppl.predictive(line, np.array([2.0, 3.0]), posterior=post, y=None, seed=0)
+    assert new["y"].shape == (2, 5, 2) and abs(new["y"].mean() - 5.0) < 0.1
+    data = post.to_arviz()
+    assert data.posterior_predictive["y"].shape == (2, 5, 6)
+    assert data.predictions["y"].shape == (2, 5, 2)
