@@ -273,7 +273,8 @@ def _validate(ssm, ys, particles, method, resampling, ess_threshold, proposal, p
 
     def observation_shape(x):
         d = ssm.observation(x, jnp.int32(0))
-        observation_support.append(d.support)
+        masked = getattr(d, "_mask", True) is not True  # .mask(m): filler values are allowed
+        observation_support.append(None if masked else d.support)
         return jnp.zeros(d.batch_shape + d.event_shape)
 
     obs = trace("observation(x, t)", observation_shape, x0)
@@ -316,7 +317,8 @@ def _validate(ssm, ys, particles, method, resampling, ess_threshold, proposal, p
             f"{ys_np.shape[1:]}, but observation(x, t) has shape {tuple(obs.shape)}; "
             "expected ys of shape (T, *observation_shape)"
         )
-    _check_observation_support(observation_support[0], ys_np)
+    if observation_support[0] is not None:
+        _check_observation_support(observation_support[0], ys_np)
     return ys_np
 
 
@@ -324,7 +326,8 @@ def _check_observation_support(support, ys_np):
     """Raise if some ``y_t`` lies outside the support of the observation distribution (a
     non-integer count for a Poisson, a negative value for a Gamma): its density is zero under
     every particle, which the filter would otherwise report as "all weights are zero". A
-    support that depends on the particle (``Uniform(x - 1, x + 1)``) cannot be checked here."""
+    support that depends on the particle (``Uniform(x - 1, x + 1)``) cannot be checked here,
+    nor a masked observation (``.mask(m)``), whose masked entries may hold any filler."""
     try:
         inside = np.asarray(support.check(jnp.asarray(ys_np)))
     except (jax.errors.UnexpectedTracerError, jax.errors.ConcretizationTypeError):

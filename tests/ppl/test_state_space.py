@@ -163,9 +163,14 @@ def test_observation_outside_its_support_is_named():
     binomial = StateSpaceModel(*walk, lambda x, t: dist.Binomial(10, jax.nn.sigmoid(x)))
     with pytest.raises(ValueError, match=r"ys\[1\] = 11.0 is outside"):
         particle_filter(binomial, np.array([3.0, 11.0]))
-    # a support that moves with the state is left to the filter
+    # a support that moves with the state is left to the filter, and so is a masked
+    # observation, whose masked entries hold a filler (-1 here)
     uniform = StateSpaceModel(*walk, lambda x, t: dist.Uniform(x - 3.0, x + 3.0))
     assert np.isfinite(particle_filter(uniform, np.array([0.1, 0.2]), particles=50).log_likelihood)
+    ys = np.array([1.0, 2.0, -1.0, 3.0])
+    seen = jnp.asarray(ys >= 0)
+    masked = StateSpaceModel(*walk, lambda x, t: dist.Poisson(jnp.exp(x)).mask(seen[t]))
+    assert np.isfinite(particle_filter(masked, ys, particles=50).log_likelihood)
 
 
 def test_all_weights_zero_raises():
