@@ -51,10 +51,19 @@ def load(path: str, like) -> tuple[object, dict]:
 def inputs_digest(model, args, kwargs) -> str:
     """What the run's numbers depend on besides its settings, for ``meta["inputs"]``: the
     model's data and the values it reads (:func:`ppl.model.stable_digest`, the same in every
-    process), or ``"unsummarisable"`` when they cannot be digested."""
+    process). Raises ``ValueError`` before anything runs when they cannot be digested: a
+    resumed run could not then tell whether its data changed."""
     from ppl.model import stable_digest
 
-    return stable_digest(model, args, kwargs) or "unsummarisable"
+    digest = stable_digest(model, args, kwargs)
+    if digest is None:
+        raise ValueError(
+            "checkpoint= needs a digest of the model's data and of the values it reads, to "
+            "refuse resuming on other data; this model reads a value that cannot be digested "
+            "(a container of arbitrary objects, such as a deque or a list of objects): pass "
+            "it as an array argument, or run without checkpoint="
+        )
+    return digest
 
 
 def check_meta(path: str, stored: dict, expected: dict) -> None:

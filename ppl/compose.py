@@ -360,7 +360,8 @@ def sample_composition(
             :func:`inference.diffusion.fkc.noise_factor`).
         weighted: ``False`` runs the heuristic baseline (no weights, no resampling).
         window: FKC active resampling window ``(tau_min, tau_max)`` in ``[0, 1]``.
-        grid: ``"uniform"`` or ``"edm"``; default the SDE's (``"edm"`` for ``EDMSDE``).
+        grid: ``"uniform"`` or ``"edm"``; default the components' grid where they agree
+            (``DiffusionPrior(grid=...)``, itself defaulting to the SDE's), else the SDE's.
         progress_bar: tqdm bar over the FKC steps (the run is jitted in chunks between
             updates; the numbers do not depend on ``chunk_size``). Ctrl-C returns the
             particles reached so far with ``partial=True`` and a warning.
@@ -399,7 +400,10 @@ def sample_composition(
         if lo > hi:
             raise ValueError(f"window must satisfy tau_min <= tau_max, got {window!r}")
         window = (lo, hi)
-    grid = target.sde.default_grid if grid is None else _check_grid(grid)
+    if grid is None:  # the components' grid where they agree, else the SDE's
+        grids = {p.grid for p in target.components}
+        grid = grids.pop() if len(grids) == 1 else target.sde.default_grid
+    grid = _check_grid(grid)
     comps = target.components
     score_fns = [p.score_fn for p in comps]
     log_q = _log_q_fns(comps)

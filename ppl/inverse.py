@@ -357,18 +357,18 @@ def smc_inverse_problem(
 
     if method == "mcgdiff":
         obs = svd_observation(A_w, y_w, 1.0, kappa)
-        grid = mcgdiff_grid(sde, steps, obs)
+        grid = mcgdiff_grid(sde, steps, obs, prior.grid)
         fk = _mcgdiff(score_fn, sde, obs, grid, d, eta)
         shift = log_scale
     elif method == "tds":
-        grid = default_grid(sde, steps)
+        grid = default_grid(sde, steps, prior.grid)
         tw = None
         if problem.linear and twist == "inflated":
             tw = gaussian_twist(sde, A_w, y_w, 1.0, inflate=True)
         fk = _tds(score_fn, sde, log_lik, grid, d, eta, tw)
         shift = 0.0
     elif method == "afdps":
-        grid = default_grid(sde, steps)
+        grid = default_grid(sde, steps, prior.grid)
         if problem.linear:
             lap = float(-np.sum(problem.A_w**2))
             fk = _afdps(
@@ -385,7 +385,7 @@ def smc_inverse_problem(
             fk = _afdps(score_fn, sde, log_lik, grid, d)
             shift = 0.0
     else:
-        grid = default_grid(sde, steps)
+        grid = default_grid(sde, steps, prior.grid)
         residual = None
         if problem.linear:
             A_raw = jnp.asarray(problem.A, dtype)

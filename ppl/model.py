@@ -919,7 +919,13 @@ def program_fingerprint(fn, args=(), kwargs=None):
     reads = function_fingerprint(fn)
     if data is None or reads is None:
         return object()
-    return _Ref(fn) if not isinstance(fn, types.MethodType) else fn, data, reads
+    # a method or a callable object by its function or class: its object is summarised in
+    # ``reads``, so a fresh object with the same contents reuses the program
+    if isinstance(fn, types.MethodType):
+        head = _Ref(fn.__func__)
+    else:
+        head = _Ref(type(fn) if _is_user_object(fn) else fn)
+    return head, data, reads
 
 
 def function_fingerprint(fn, depth: int = 0, seen: set | None = None):
@@ -984,16 +990,35 @@ def _value_fingerprint(value, depth: int, seen: set):
         return None if called is None else (_Ref(value), called)
     if isinstance(value, types.MethodType):
         return function_fingerprint(value, depth + 1, seen)
+    if (type(value).__module__ or "").startswith("pandas") and hasattr(value, "to_numpy"):
+        return _pandas_fingerprint(value)
     if _is_user_object(value):
         return _object_fingerprint(value, depth, seen)
     part = _leaf_fingerprint(value)
     if part is not None and not isinstance(value, tuple):
         return part
-    leaves, treedef = jax.tree.flatten(value)
+    try:
+        leaves, treedef = jax.tree.flatten(value)
+    except Exception:  # noqa: BLE001 - e.g. a dict with unorderable keys: not summarisable
+        return None
     if len(leaves) == 1 and leaves[0] is value:
         return part  # hashable, not a container: by its own hash (identity for most objects)
     parts = [_value_fingerprint(leaf, depth + 1, seen) for leaf in leaves]
     return None if any(p is None for p in parts) else (treedef, tuple(parts))
+
+
+def _pandas_fingerprint(value):
+    """A pandas DataFrame, Series or Index by its contents (pandas' own row hashes, index
+    included), its labels and dtypes; ``None`` when pandas cannot hash it."""
+    import pandas as pd
+
+    try:
+        rows = pd.util.hash_pandas_object(value, index=True).to_numpy()
+    except TypeError:  # unhashable cells (lists, dicts)
+        return None
+    labels = tuple(map(str, getattr(value, "columns", ()))) + (str(getattr(value, "name", "")),)
+    dtypes = str(getattr(value, "dtypes", getattr(value, "dtype", "")))
+    return _Ref(type(value)), labels, dtypes, hashlib.sha1(rows.tobytes()).hexdigest()
 
 
 def _is_library_class(cls: type) -> bool:

@@ -245,6 +245,8 @@ def _validate(ssm, ys, particles, method, resampling, ess_threshold, proposal, p
         ys_np = np.asarray(ys, dtype=float)
     except (TypeError, ValueError) as e:
         raise ValueError(f"particle_filter: `ys` must be a numeric array: {e}") from None
+    if np.issubdtype(np.asarray(ys).dtype, np.integer) or np.asarray(ys).dtype == bool:
+        ys_np = np.asarray(ys).astype(np.int32)  # labels and counts stay integers (Categorical)
     if ys_np.ndim == 0 or ys_np.shape[0] == 0:
         raise ValueError(
             f"particle_filter: `ys` must have a leading time axis of length >= 1, got shape "
@@ -257,7 +259,7 @@ def _validate(ssm, ys, particles, method, resampling, ess_threshold, proposal, p
     # traced once; one that raises, or returns something that is not a distribution of the
     # right shape, is reported by name.
     key = jax.random.key(0)
-    y0 = jax.ShapeDtypeStruct(ys_np.shape[1:], jnp.result_type(float))
+    y0 = jax.ShapeDtypeStruct(ys_np.shape[1:], _device_ys(ys_np).dtype)
 
     def trace(what, fn, *args):
         try:
@@ -320,6 +322,12 @@ def _validate(ssm, ys, particles, method, resampling, ess_threshold, proposal, p
     if observation_support[0] is not None:
         _check_observation_support(observation_support[0], ys_np)
     return ys_np
+
+
+def _device_ys(ys_np):
+    """The observations on the device: integers as int32, anything else as the float type."""
+    integer = np.issubdtype(ys_np.dtype, np.integer)
+    return jnp.asarray(ys_np, dtype=jnp.int32 if integer else jnp.result_type(float))
 
 
 def _check_observation_support(support, ys_np):
@@ -448,7 +456,7 @@ def particle_filter(
     """
     ys_np = _validate(ssm, ys, particles, method, resampling, ess_threshold, proposal, proposal0)
     key = seed_key(seed)
-    ys_j = jnp.asarray(ys_np, dtype=jnp.result_type(float))
+    ys_j = _device_ys(ys_np)
     out = _filter_jit(
         ssm,
         ys_j,
@@ -591,7 +599,7 @@ def pmmh(
             f"pmmh: `ssm_builder` must return a StateSpaceModel, got {type(ssm0).__name__}"
         )
     ys_np = _validate(ssm0, ys, particles, method, resampling, 0.5, None, None)
-    ys_j = jnp.asarray(ys_np, dtype=jnp.result_type(float))
+    ys_j = _device_ys(ys_np)
 
     def unflatten(z):
         out, i = {}, 0

@@ -213,6 +213,11 @@ def test_each_smc_check_fires_on_a_run_built_to_fail_it():
     biased = _smc_posterior(x[:1], "smc/diffusion/dps")
     assert any(p.startswith("DPS is a biased heuristic") for p in biased.diagnose().problems)
 
+    tiny = _smc_posterior(x[:1, :5], "smc/diffusion/mcgdiff", stages={"ess": np.full((1, 3), 5.0)})
+    assert any(p.startswith("only 5 distinct particle(s)") for p in tiny.diagnose().problems)
+    two_runs = _smc_posterior(apart[2:], stats={"log_marginal_likelihood": np.array([-3.0, -3.1])})
+    assert two_runs.diagnose().min_ess_runs is None  # one degree of freedom: not checked
+
     partial = ppl.Posterior(samples={"x": x}, attrs={"method": "smc/tempered/hmc", "partial": True})
     assert any("interrupted" in p for p in partial.diagnose().problems)
 

@@ -153,3 +153,19 @@ def test_tds_rejuvenation_option():
         smc_inverse_problem(linear_model, (Y,), method="tds", rejuvenation={"step_size": 2.0})
     with pytest.raises(ValueError, match="unknown keys"):
         smc_inverse_problem(linear_model, (Y,), method="tds", rejuvenation={"h": 0.1})
+
+
+def test_the_priors_grid_is_the_samplers_grid():
+    """A DiffusionPrior built with grid="edm" is sampled on that grid along diffusion time."""
+    from inference.diffusion.samplers import time_grid
+
+    prior = DiffusionPrior(GMM.score_fn(SDE), SDE, event_shape=(2,), grid="edm")
+
+    def model(y):
+        x = numpyro.sample("x", prior)
+        numpyro.sample("y", dist.Normal(x[0] + x[1], 0.5), obs=y)
+
+    post = smc_inverse_problem(
+        model, (Y,), method="tds", steps=10, particles=16, progress_bar=False
+    )
+    np.testing.assert_allclose(post.stages["time"][0], time_grid(SDE, 10, "edm")[1:], rtol=1e-6)

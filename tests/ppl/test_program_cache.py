@@ -11,6 +11,7 @@ import importlib
 import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
+import pytest
 
 import ppl
 from ppl.model import function_fingerprint, program_fingerprint, stable_digest
@@ -146,6 +147,9 @@ def test_objects_are_followed_into_their_attributes():
     assert program_fingerprint(reg.model) == method and program_fingerprint(reg) == call
     reg.y = np.ones(3)
     assert program_fingerprint(reg.model) != method and program_fingerprint(reg) != call
+    # a fresh object with the same contents reuses the program
+    assert program_fingerprint(Regression(np.ones(3)).model) == program_fingerprint(reg.model)
+    assert program_fingerprint(Regression(np.ones(3))) == program_fingerprint(reg)
 
 
 def test_bound_method_and_array_changed_in_place_change_the_posterior():
@@ -187,3 +191,36 @@ def test_stable_digest_is_the_same_in_another_process():
     here_digests = f"{stable_digest(Regression(np.zeros(3)).model)} "
     here_digests += f"{stable_digest(reads_a_config_object, (1.0,))}"
     assert out.stdout.strip() == here_digests
+
+
+FRAME = None  # set by the test: a pandas DataFrame read as a global
+QUEUE = None  # set by the test: a container that cannot be digested
+
+
+def reads_a_data_frame():
+    ppl.sample("y", dist.Normal(0.0, 1.0), obs=FRAME["x"].to_numpy())
+
+
+def reads_a_queue():
+    ppl.sample("y", dist.Normal(0.0, 1.0), obs=np.array(QUEUE))
+
+
+def test_data_frames_by_content_and_undigestable_inputs_refuse_checkpoints(monkeypatch):
+    """A DataFrame global used to crash the fingerprint (its attributes hold a dict with
+    unorderable keys); it is taken by its contents. A checkpoint of a model reading a value
+    that cannot be digested is refused up front: it could not tell whether its data changed."""
+    import collections
+
+    import pandas as pd
+
+    from ppl.checkpoint import inputs_digest
+
+    monkeypatch.setattr(f"{__name__}.FRAME", pd.DataFrame({"x": [1.0, 2.0], "g": ["a", "b"]}))
+    before = program_fingerprint(reads_a_data_frame)
+    assert program_fingerprint(reads_a_data_frame) == before and stable_digest(reads_a_data_frame)
+    FRAME.loc[0, "x"] = 5.0
+    assert program_fingerprint(reads_a_data_frame) != before
+
+    monkeypatch.setattr(f"{__name__}.QUEUE", collections.deque([1.0, 2.0]))
+    with pytest.raises(ValueError, match="checkpoint= needs a digest"):
+        inputs_digest(reads_a_queue, (), {})

@@ -167,6 +167,10 @@ def test_observation_outside_its_support_is_named():
     # observation, whose masked entries hold a filler (-1 here)
     uniform = StateSpaceModel(*walk, lambda x, t: dist.Uniform(x - 3.0, x + 3.0))
     assert np.isfinite(particle_filter(uniform, np.array([0.1, 0.2]), particles=50).log_likelihood)
+    labels = StateSpaceModel(*walk, lambda x, t: dist.Categorical(logits=jnp.stack([x, 0.0, -x])))
+    assert np.isfinite(particle_filter(labels, np.array([0, 2, 1, 1]), particles=50).log_likelihood)
+    with pytest.raises(ValueError, match=r"ys\[1\] = 3 is outside"):
+        particle_filter(labels, np.array([0, 3, 1]))
     ys = np.array([1.0, 2.0, -1.0, 3.0])
     seen = jnp.asarray(ys >= 0)
     masked = StateSpaceModel(*walk, lambda x, t: dist.Poisson(jnp.exp(x)).mask(seen[t]))

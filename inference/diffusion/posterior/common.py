@@ -38,12 +38,13 @@ __all__ = [
 ]
 
 
-def default_grid(sde: SDE, steps: int) -> Array:
-    """The SDE's default decreasing grid of ``steps + 1`` times from ``t_max`` to ``t_min``
-    (:func:`inference.diffusion.samplers.time_grid`: uniform, or EDM's for ``EDMSDE``)."""
+def default_grid(sde: SDE, steps: int, kind: str | None = None) -> Array:
+    """A decreasing grid of ``steps + 1`` times from ``t_max`` to ``t_min``
+    (:func:`inference.diffusion.samplers.time_grid`), ``kind`` defaulting to the SDE's:
+    uniform, or EDM's for ``EDMSDE``."""
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
-    return time_grid(sde, steps)
+    return time_grid(sde, steps, kind)
 
 
 def tweedie(sde: SDE, x: Array, score: Array, t) -> Array:

@@ -107,10 +107,10 @@ def _taus(sde: SDE, obs: SVDObservation) -> Array:
     return jnp.clip(tau, sde.t_min, sde.t_max)
 
 
-def mcgdiff_grid(sde: SDE, steps: int, obs: SVDObservation) -> Array:
+def mcgdiff_grid(sde: SDE, steps: int, obs: SVDObservation, kind: str | None = None) -> Array:
     """The default grid of ``steps + 1`` times with every ``tau_i`` inserted: ``steps + d_y + 1``
     decreasing times (static length; the ``tau_i`` may be traced)."""
-    base = default_grid(sde, steps)
+    base = default_grid(sde, steps, kind)
     grid = jnp.concatenate([base, _taus(sde, obs).astype(base.dtype)])
     return -jnp.sort(-grid)
 
