@@ -71,13 +71,7 @@ class Diagnosis:
     def __str__(self) -> str:
         head = f"{self.num_chains} chain(s) x {self.num_draws} draws: "
         note = " (R-hat needs two chains or more)" if self.num_chains == 1 else ""
-        if self.ok:
-            return head + "no problems found (" + ", ".join(self._passed()) + ")" + note
-        return (
-            head
-            + f"{len(self.problems)} problem(s){note}\n"
-            + "\n".join(f"- {p}" for p in self.problems)
-        )
+        return report(head, note, self.problems, self._passed())
 
     def _passed(self) -> list[str]:
         out = []
@@ -94,6 +88,14 @@ class Diagnosis:
         if self.e_bfmi is not None:
             out.append(f"E-BFMI >= {np.min(self.e_bfmi):.2f}")
         return out
+
+
+def report(head: str, note: str, problems: list[str], passed: list[str]) -> str:
+    """The text of a diagnosis: the passed checks' values on one line, or one line per
+    problem."""
+    if not problems:
+        return head + "no problems found (" + ", ".join(passed) + ")" + note
+    return head + f"{len(problems)} problem(s){note}\n" + "\n".join(f"- {p}" for p in problems)
 
 
 def diagnose(

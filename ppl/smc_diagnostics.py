@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ppl.diagnostics import _label, report
+
 MIN_ESS_FRACTION = 0.01
 MIN_DISTINCT_TEMPERED = 0.5
 MIN_DISTINCT_DIFFUSION = 0.1
@@ -76,13 +78,7 @@ class SMCDiagnosis:
         note = ""
         if self.tempered and self.runs == 1:
             note = " (runs >= 2 also check the runs against each other)"
-        if self.ok:
-            return head + "no problems found (" + ", ".join(self._passed()) + ")" + note
-        return (
-            head
-            + f"{len(self.problems)} problem(s){note}\n"
-            + "\n".join(f"- {p}" for p in self.problems)
-        )
+        return report(head, note, self.problems, self._passed())
 
     def _passed(self) -> list[str]:
         out = [f"{self.distinct_fraction:.0%} distinct particles"]
@@ -218,8 +214,6 @@ def between_run_error(post, names=None) -> dict[str, tuple[float, float]]:
     (default all) of a posterior with ``R >= 2`` independent runs: ``mcse_mean = sd_r(mean_r) /
     sqrt(R)`` over the runs' particle means and ``ess_runs = pooled variance / mcse_mean^2``
     (infinite where the runs agree exactly, NaN for a constant element)."""
-    from ppl.diagnostics import _label
-
     runs = post.num_chains
     out = {}
     for name in post.samples if names is None else names:
