@@ -124,7 +124,7 @@ def diagnose_smc(
     if post.partial:
         problems.append(
             "the run was interrupted: the particles do not target the posterior yet "
-            "(post.partial); run again, with checkpoint= to resume"
+            "(post.partial); run again (tempered SMC resumes from a checkpoint= file)"
         )
     latents = _latent_matrix(post)
     distinct_count = min(_distinct_rows(latents[r]) for r in range(runs))
