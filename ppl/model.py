@@ -26,6 +26,7 @@ Every check that can fail on user input runs here, on the host, before any compi
 from __future__ import annotations
 
 import hashlib
+import inspect
 import re
 import types
 import warnings
@@ -1051,8 +1052,9 @@ def _class_fingerprint(cls: type, depth: int, seen: set):
 def _is_user_object(value) -> bool:
     """An instance of a class the user wrote (not a builtin, array, container or library
     class), whose attributes a model may read: a config object, a model class."""
-    if isinstance(value, (np.ndarray, jax.Array, np.generic, tuple, list, dict)):
-        return False
+    plain = (np.ndarray, jax.Array, np.generic, tuple, list, dict, type, types.ModuleType)
+    if isinstance(value, plain) or inspect.isroutine(value):
+        return False  # data, classes, modules, functions and methods have their own rules
     return not _is_library_object(value) and hasattr(value, "__dict__")
 
 

@@ -66,6 +66,16 @@ def test_the_fingerprint_follows_globals_closures_and_helpers(monkeypatch):
     )
 
 
+def test_two_functions_reading_the_same_globals_have_their_own_programs():
+    def first(y):
+        ppl.sample("y", dist.Normal(ppl.sample("m", dist.Normal(0.0, 1.0)), 1.0), obs=y)
+
+    def second(y):
+        ppl.sample("y", dist.Normal(ppl.sample("m", dist.Normal(5.0, 1.0)), 1.0), obs=y)
+
+    assert program_fingerprint(first, (1.0,)) != program_fingerprint(second, (1.0,))
+
+
 def test_an_unsummarisable_global_means_no_reuse(monkeypatch):
     monkeypatch.setattr(f"{__name__}.PRIOR_LOC", [object(), [1, {2}]])  # unhashable
     assert program_fingerprint(global_prior, (1.0,)) != program_fingerprint(global_prior, (1.0,))
