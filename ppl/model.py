@@ -860,7 +860,10 @@ class _Ref:
             obj, contents = self.obj, ""
         else:
             obj = type(self.obj)
-            leaves = [leaf for leaf in jax.tree.leaves(self.obj) if leaf is not self.obj]
+            try:
+                leaves = [leaf for leaf in jax.tree.leaves(self.obj) if leaf is not self.obj]
+            except Exception:  # noqa: BLE001 - an object that cannot be flattened: its name
+                leaves = []
             contents = re.sub(r" at 0x[0-9a-f]+", "", str([_leaf_fingerprint(x) for x in leaves]))
         return f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')}{contents}"
 
