@@ -27,7 +27,7 @@ from ppl.devices import select_devices, shard_leading
 from ppl.diagnostics import warn_if_problems
 from ppl.model import CompiledModel, compile_model, program_fingerprint, values_outside
 from ppl.posterior import Posterior
-from ppl.validation import check_count, check_seed
+from ppl.validation import check_count, check_model_keywords, check_seed
 
 PROGRESS_UPDATES = 20
 
@@ -77,6 +77,7 @@ def mcmc(
         A :class:`~ppl.posterior.Posterior`. Pressing Ctrl-C during sampling returns the draws
         completed so far, with ``post.partial`` set.
     """
+    check_model_keywords(model, args, mcmc)
     check_count("chains", chains)
     check_count("warmup", warmup, minimum=0)
     check_count("draws", draws)

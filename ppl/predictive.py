@@ -10,7 +10,7 @@ from numpyro.infer import Predictive
 
 from ppl.model import compile_model
 from ppl.posterior import Posterior
-from ppl.validation import check_count, check_seed
+from ppl.validation import check_count, check_model_keywords, check_seed
 
 
 def predictive(
@@ -34,6 +34,7 @@ def predictive(
       replicate the observed data (same shapes), as ``predictions`` (ArviZ's group for
       out-of-sample predictions) when the model was given other inputs, e.g. new covariates.
     """
+    check_model_keywords(model, args, predictive)
     key = check_seed(seed)
     if posterior is None:
         check_count("num_samples", num_samples)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import numbers
+import warnings
 from collections.abc import Callable
 
 import jax
@@ -80,6 +83,52 @@ def check_callable(name: str, fn, expected: str = "") -> Callable:
         sig = f" {expected}" if expected else ""
         raise TypeError(f"{name} must be a callable{sig}, got {type(fn).__name__}")
     return fn
+
+
+def check_model_keywords(model: Callable, args: tuple, sampler: Callable) -> None:
+    """Name a model parameter that shares its name with one of ``sampler``'s own keywords.
+
+    ``sampler(model, *args, seed=..., **model_kwargs)`` takes ``seed`` (and every other keyword
+    it declares) itself, so a model parameter of that name can only be given by position. Such a
+    parameter left unbound is an error when the model requires it, and a warning when it has a
+    default (the model silently runs with the default).
+    """
+    try:
+        params = list(inspect.signature(model).parameters.values())
+    except (TypeError, ValueError):  # a callable without an inspectable signature
+        return
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    n_bound = len(args)
+    bound_by_partial = model.keywords if isinstance(model, functools.partial) else {}
+    own = {
+        name
+        for name, p in inspect.signature(sampler).parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+    for index, param in enumerate(params):
+        if (
+            param.name not in own
+            or param.name in bound_by_partial
+            or param.kind is inspect.Parameter.POSITIONAL_ONLY
+        ):
+            continue
+        if param.kind in positional and index < n_bound:
+            continue  # given by position: unambiguous
+        where = (
+            f"model parameter '{param.name}' has the name of ppl.{sampler.__name__}'s own "
+            f"keyword '{param.name}', which ppl.{sampler.__name__} takes for itself"
+        )
+        fix = (
+            "pass the model's value by position, or bind it first with "
+            f"functools.partial(model, {param.name}=...)"
+        )
+        if param.default is inspect.Parameter.empty:
+            raise TypeError(f"{where}: {fix}")
+        warnings.warn(
+            f"{where}; the model runs with its default {param.name}={param.default!r}: "
+            f"to give it another value, {fix}",
+            stacklevel=3,
+        )
 
 
 def seed_key(seed):

@@ -131,3 +131,39 @@ def test_observed_values_outside_the_support_are_named(data):
             numpyro.sample("flips", dist.Bernoulli(p), obs=y)
 
     _raises_naming(lambda: ppl.mcmc(coin, np.asarray(data), progress_bar=False), "'flips'")
+
+
+def _model_with_draws(y, draws):
+    model(y)
+
+
+def _model_with_seed(y, seed=0):
+    model(y)
+
+
+def test_a_model_parameter_named_like_a_sampler_keyword_is_named():
+    """``ppl.mcmc(model, y, draws=10)`` takes ``draws`` itself; a model that needs its own
+    ``draws`` is refused before compiling, one with a default is warned about, and the
+    unambiguous spellings (by position, ``functools.partial``) pass silently."""
+    import functools
+    import warnings
+
+    import pytest
+
+    from ppl.validation import check_model_keywords
+
+    with pytest.raises(TypeError, match=r"model parameter 'draws'.*ppl\.mcmc"):
+        ppl.mcmc(_model_with_draws, Y, draws=10)
+    with pytest.raises(TypeError, match=r"model parameter 'steps'.*ppl\.smc"):
+        ppl.smc(lambda y, steps: model(y), Y, steps=10)
+    with pytest.raises(TypeError, match="model parameter 'seed'"):
+        ppl.predictive(lambda y, seed: model(y), Y, num_samples=5)
+    with pytest.warns(UserWarning, match="model runs with its default seed=0"):
+        with pytest.raises(ValueError, match="particles"):  # the check comes first
+            ppl.smc(_model_with_seed, Y, seed=1, particles=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_model_keywords(_model_with_draws, (Y, 5), ppl.mcmc)
+        check_model_keywords(functools.partial(_model_with_draws, draws=5), (Y,), ppl.mcmc)
+        check_model_keywords(functools.partial(_model_with_seed, seed=3), (Y,), ppl.smc)
+        check_model_keywords(model, (), ppl.mcmc)
