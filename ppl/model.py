@@ -88,14 +88,15 @@ class CompiledModel:
 
     @cached_property
     def traceable_model(self) -> Callable:
-        """The model with NumPy ``obs=`` values handed to numpyro as JAX arrays: under ``jit``
-        a NumPy array compared with a traced bound (``Uniform(lo, hi)`` observing data, with
-        latent ``lo``, ``hi``: numpyro's support check) would raise
-        ``TracerArrayConversionError``."""
+        """The model with host ``obs=`` values (NumPy arrays and scalars, Python numbers) handed
+        to numpyro as JAX arrays: under ``jit`` a host value compared with a traced bound
+        (``Uniform(lo, hi)`` observing data, with latent ``lo``, ``hi``: numpyro's support
+        check) would raise ``TracerArrayConversionError``."""
 
         def as_jax(site):
             value = site["value"]
-            if site["type"] == "sample" and site["is_observed"] and isinstance(value, np.ndarray):
+            numeric_host_value = isinstance(value, np.ndarray | np.generic | int | float)
+            if site["type"] == "sample" and site["is_observed"] and numeric_host_value:
                 return jnp.asarray(value)
             return None
 

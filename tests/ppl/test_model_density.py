@@ -148,3 +148,22 @@ def test_numpy_observations_against_latent_bounds_compile():
     np.testing.assert_allclose(log_density, expected, rtol=1e-5)
     pointwise = jax.jit(compiled.pointwise_log_likelihood)(jax.vmap(compiled.to_constrained)(flats))
     assert pointwise["y"].shape == (4, 40) and np.all(np.isfinite(pointwise["y"]))
+
+
+def one_uniform_between_latents(y):
+    lo = numpyro.sample("lo", dist.Normal(0.0, 1.0))
+    numpyro.sample("y", dist.Uniform(lo, lo + 2.0), obs=y)
+
+
+@pytest.mark.parametrize("y", [0.5, np.float64(0.5), np.array(0.5), 1], ids=type)
+def test_scalar_observations_against_latent_bounds_compile(y):
+    """A Python number or NumPy scalar observed against a latent bound (as ``ppl run --data``
+    passes JSON scalars) is handed to numpyro as a JAX array too: before, only NumPy arrays were,
+    and a ``float`` raised ``TracerArrayConversionError``."""
+    compiled = compile_model(one_uniform_between_latents, (y,))
+    flats = jnp.array([[-0.3], [0.6], [-1.6]])
+    log_density = jax.jit(jax.vmap(compiled.logdensity))(flats)
+    lo = flats[:, 0]
+    inside = (lo <= y) & (y <= lo + 2.0)
+    expected = jnp.where(inside, dist.Normal(0, 1).log_prob(lo) + jnp.log(0.5), -jnp.inf)
+    np.testing.assert_allclose(log_density, expected, rtol=1e-6)
