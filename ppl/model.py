@@ -42,6 +42,7 @@ import numpy as np
 import numpyro
 from jax.extend import core as jax_core
 from jax.flatten_util import ravel_pytree
+from numpyro import distributions as dist
 from numpyro import handlers
 from numpyro.distributions import constraints
 from numpyro.distributions.transforms import IdentityTransform, biject_to
@@ -688,6 +689,20 @@ def constraints_identity():
     return biject_to(constraints.real)
 
 
+def distribution_name(fn) -> str:
+    """The name a user wrote for ``fn``: numpyro's wrappers from plates, ``to_event`` and
+    masks (``ExpandedDistribution``, ``Independent``, ``MaskedDistribution``) are looked
+    through and the parametrisation classes (``BernoulliProbs``) named by their factory, so a
+    ``Bernoulli`` in a plate is named ``Bernoulli``."""
+    while isinstance(fn, dist.ExpandedDistribution | dist.Independent | dist.MaskedDistribution):
+        fn = fn.base_dist
+    name = type(fn).__name__
+    for suffix in ("Probs", "Logits"):  # BernoulliProbs is what dist.Bernoulli(p) builds
+        if name.endswith(suffix) and hasattr(dist, name.removesuffix(suffix)):
+            return name.removesuffix(suffix)
+    return name
+
+
 def fixed_support(constraint):
     """``constraint`` if it is one of numpyro's parameter-free supports (``positive``,
     ``nonnegative_integer``, ``simplex``, ..., possibly made an event by ``to_event``), else
@@ -727,7 +742,7 @@ def _check_observed(name, fn, value, check_finite: bool = True) -> np.ndarray:
     if broadcast is None or wrong_event or (expected and broadcast != expected):
         raise ValueError(
             f"observed site '{name}': obs has shape {array.shape}, but its distribution "
-            f"{type(fn).__name__} has batch_shape + event_shape {expected}"
+            f"{distribution_name(fn)} has batch_shape + event_shape {expected}"
         )
     if check_finite and np.issubdtype(array.dtype, np.number):
         usable = np.isfinite(array)
@@ -746,7 +761,7 @@ def _check_observed(name, fn, value, check_finite: bool = True) -> np.ndarray:
         if outside:
             raise ValueError(
                 f"observed site '{name}' has {outside} value(s) outside the support of its "
-                f"{type(fn).__name__} ({fn.support}): their likelihood is zero everywhere"
+                f"{distribution_name(fn)} ({fn.support}): their likelihood is zero everywhere"
             )
     return array
 

@@ -131,6 +131,8 @@ def test_observed_values_outside_the_support_are_named(data):
             numpyro.sample("flips", dist.Bernoulli(p), obs=y)
 
     _raises_naming(lambda: ppl.mcmc(coin, np.asarray(data), progress_bar=False), "'flips'")
+    # the plate wraps it in an ExpandedDistribution; the message names what the user wrote
+    _raises_naming(lambda: ppl.mcmc(coin, np.array([0, 2, 1])), "its Bernoulli (")
 
 
 def _model_with_draws(y, draws):
