@@ -259,6 +259,34 @@ def analyse(model, args=(), kwargs=None) -> InverseProblem:
     return InverseProblem(name, prior, dim, log_lik, True, A, y, sigma, log_const)
 
 
+AFDPS_MAX_STIFFNESS = 0.5
+
+
+def _check_afdps_stiffness(sde, grid, A_w, steps: int) -> None:
+    """Refuse an AFDPS grid on which its Euler-Maruyama step is unstable.
+
+    The guided drift ``H + g^2 grad log p(y|x)`` of a linear-Gaussian observation has the
+    stiff linear part ``-g^2 A^T A / sigma^2 x``; the explicit step of size ``du`` damps it only
+    while ``du g(t)^2 |A_w|_2^2`` (``A_w = A / sigma``) stays small. Measured on a 2-d
+    4-mode prior (``y = x1 + x2``, sigma = 0.5, 2000 particles): the evidence is +476 to +684
+    nats off at a largest ``du g^2 |A_w|^2`` of 1.6, +38 at 1.07, +10.9 at 0.8, +2.0 at 0.32,
+    with the posterior mean wrong too, and nothing fails on the way.
+    """
+    times = np.asarray(grid, np.float64)
+    du = times[:-1] - times[1:]
+    g2 = np.asarray(sde.diffusion(jnp.asarray(times[:-1])), np.float64) ** 2
+    norm2 = float(np.linalg.norm(np.asarray(A_w, np.float64), ord=2) ** 2)
+    stiffness = float(np.max(du * g2) * norm2)
+    if stiffness > AFDPS_MAX_STIFFNESS:
+        needed = math.ceil(steps * stiffness / AFDPS_MAX_STIFFNESS)
+        raise ValueError(
+            f"method='afdps' with steps={steps}: the Euler-Maruyama step of its guided drift is "
+            f"unstable for this observation (du g(t)^2 |A|^2 / sigma^2 reaches {stiffness:.2f}, "
+            f"above {AFDPS_MAX_STIFFNESS}; the samples and evidence would be far off): use "
+            f"steps >= {needed}, or method='mcgdiff' / 'tds', which have no such limit"
+        )
+
+
 def smc_inverse_problem(
     model: Callable,
     args: tuple = (),
@@ -370,6 +398,7 @@ def smc_inverse_problem(
     elif method == "afdps":
         grid = default_grid(sde, steps, prior.grid)
         if problem.linear:
+            _check_afdps_stiffness(sde, grid, problem.A_w, steps)
             lap = float(-np.sum(problem.A_w**2))
             fk = _afdps(
                 score_fn,

@@ -99,6 +99,17 @@ def test_errors():
         smc_inverse_problem(linear_model, (Y,), {}, 1, 0)
 
 
+def test_afdps_refuses_a_grid_its_euler_maruyama_step_cannot_follow():
+    """du g^2 |A|^2 / sigma^2 at its largest (VP, beta_max = 20, uniform grid): with sigma = 0.7
+    and |A|^2 = 2, 0.2 * 2 / 0.49 = 0.82 at 100 steps (refused, pointing to 164 steps, where it
+    is 0.5) and 0.16 at 500 (the default; accepted). Where the check fires AFDPS returned
+    evidences tens to hundreds of nats off, without failing."""
+    with pytest.raises(ValueError, match=r"steps=100.*reaches 0\.8.*steps >= 16[45]"):
+        smc_inverse_problem(linear_model, (Y,), {}, 10, 0, "afdps", steps=100)
+    post = smc_inverse_problem(linear_model, (Y,), {}, 10, 0, "afdps", progress_bar=False)
+    assert post.samples["x"].shape == (1, 10, 2)
+
+
 def test_auto_uses_mcgdiff_and_returns_posterior():
     post = smc_inverse_problem(linear_model, (Y,), {}, particles=1000, seed=0, steps=50)
     assert post.attrs["method"] == "smc/diffusion/mcgdiff"
