@@ -104,21 +104,28 @@ class Posterior:
         with two or more independent runs, the Monte Carlo error measured between the runs:
         ``mcse_mean = sd_r(mean_r) / sqrt(R)`` over the ``R`` runs' particle means, and
         ``ess_runs = sd^2 / mcse_mean^2``, the number of independent draws worth the pooled
-        particles (an estimate with ``R - 1`` degrees of freedom: use ``runs >= 8`` or so). Pass
-        ``kind=`` to ArviZ to override.
+        particles (an estimate with ``R - 1`` degrees of freedom: use ``runs >= 8`` or so),
+        rounded as ArviZ rounds its MCSE and ESS (3 and 0 decimals; not with
+        ``round_to="none"``). Passing ``kind=`` gives ArviZ's own table, unchanged
+        (``kind="all"``: ArviZ's ``mcse_mean`` and ``ess_bulk``, which treat each run's
+        particles as a chain).
         """
         import arviz as az
 
         if not self.is_smc:
+            return az.summary(self.to_arviz(), var_names=var_names, **kwargs)
+        if "kind" in kwargs:
             return az.summary(self.to_arviz(), var_names=var_names, **kwargs)
         table = arviz_io.draws_summary(self.to_arviz(), var_names=var_names, **kwargs)
         if self.num_chains >= 2 and "sd" in table.columns:
             from ppl.smc_diagnostics import between_run_error
 
             errors = between_run_error(self)
-            for column, i in (("mcse_mean", 0), ("ess_runs", 1)):
+            rounded = str(kwargs.get("round_to", "")).lower() != "none"
+            for column, i, decimals in (("mcse_mean", 0, 3), ("ess_runs", 1, 0)):
                 values = table.index.map(lambda k, i=i: errors.get(k, (np.nan, np.nan))[i])
-                table[column] = values.to_numpy(float)
+                values = values.to_numpy(float)
+                table[column] = np.round(values, decimals) if rounded else values
         return table
 
     @property
