@@ -45,28 +45,42 @@ def _load_data(path: str | None) -> dict:
     return {k: (np.asarray(v) if isinstance(v, list) else v) for k, v in data.items()}
 
 
+MCMC_ONLY = ("chains", "warmup", "draws")
+SMC_ONLY = ("particles", "runs")
+
+
+def _sampler_options(args) -> tuple:
+    """The sampler and its keywords from ``ppl run``'s options; an option of the other method
+    is refused by name rather than dropped."""
+    unused = SMC_ONLY if args.method == "mcmc" else MCMC_ONLY
+    given = [f"--{name}" for name in unused if getattr(args, name) is not None]
+    if given:
+        raise SystemExit(
+            f"ppl run: {', '.join(given)} do(es) not apply to --method {args.method} "
+            f"(MCMC: --{', --'.join(MCMC_ONLY)}; SMC: --{', --'.join(SMC_ONLY)})"
+        )
+    options = {"seed": args.seed, "progress_bar": not args.no_progress}
+    if args.kernel is not None:
+        options["kernel"] = args.kernel
+    wanted = MCMC_ONLY if args.method == "mcmc" else SMC_ONLY
+    options.update({k: getattr(args, k) for k in wanted if getattr(args, k) is not None})
+    return args.method, options
+
+
 def _run(args) -> None:
     import ppl
 
+    method, options = _sampler_options(args)
     model = _load_model(args.model)
     data = _load_data(args.data)
-    if args.method == "smc":
-        post = ppl.smc(model, particles=args.particles, seed=args.seed, **data)
-    else:
-        post = ppl.mcmc(
-            model,
-            kernel=args.kernel,
-            chains=args.chains,
-            warmup=args.warmup,
-            draws=args.draws,
-            seed=args.seed,
-            progress_bar=not args.no_progress,
-            **data,
-        )
+    sampler = ppl.smc if method == "smc" else ppl.mcmc
+    try:
+        post = sampler(model, **options, **data)
+    except (ValueError, TypeError) as err:  # bad options or data: the message names them
+        raise SystemExit(f"ppl run: {err}") from err
     print(post)
     print(post.summary())
-    if str(post.attrs.get("method", "")).startswith("mcmc"):
-        print(post.diagnose())
+    print(post.diagnose())
     if args.out:
         post.to_arviz().to_netcdf(args.out)
         print(f"wrote {args.out}")
@@ -96,11 +110,16 @@ def main(argv=None) -> None:
     run.add_argument("model", help="FILE.py:FUNCTION naming the model function")
     run.add_argument("--data", help="JSON object of keyword arguments for the model")
     run.add_argument("--method", choices=["mcmc", "smc"], default="mcmc")
-    run.add_argument("--kernel", default="nuts", help="nuts, hmc, mala or rwmh (mcmc)")
-    run.add_argument("--chains", type=int, default=4)
-    run.add_argument("--warmup", type=int, default=1000)
-    run.add_argument("--draws", type=int, default=1000)
-    run.add_argument("--particles", type=int, default=2000, help="particles (smc)")
+    run.add_argument(
+        "--kernel",
+        help="mcmc: nuts (default), hmc, mala or rwmh; smc rejuvenation: rwmh (default), mala "
+        "or hmc",
+    )
+    run.add_argument("--chains", type=int, help="mcmc: chains (default 4)")
+    run.add_argument("--warmup", type=int, help="mcmc: warm-up iterations (default 1000)")
+    run.add_argument("--draws", type=int, help="mcmc: draws per chain (default 1000)")
+    run.add_argument("--particles", type=int, help="smc: particles (default 2000)")
+    run.add_argument("--runs", type=int, help="smc: independent runs (default 1)")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--out", help="write the ArviZ data to this NetCDF file")
     run.add_argument("--no-progress", action="store_true")

@@ -74,3 +74,23 @@ def test_demo_and_bench_take_their_options_first(monkeypatch):
     cli.main(["bench", "fkc_overhead", "--particles", "10"])
     assert seen["demo"] == ["--no-progress", "--chains", "2"]
     assert (seen["bench"].script, seen["bench"].rest) == ("fkc_overhead", ["--particles", "10"])
+
+
+def test_run_smc_takes_its_options_and_refuses_the_others(tmp_path, capsys):
+    """`--method smc` passes --kernel, --runs and --no-progress on to ppl.smc, prints the SMC
+    diagnosis, refuses MCMC-only options by name, and reports a bad kernel in one line."""
+    (tmp_path / "m.py").write_text(MODEL_FILE)
+    (tmp_path / "d.json").write_text(json.dumps({"y": [0.5, 1.5, 1.0, 2.0]}))
+    base = ["run", f"{tmp_path / 'm.py'}:model", "--data", str(tmp_path / "d.json")]
+    with pytest.raises(SystemExit, match="--chains do.*--method smc"):
+        cli.main([*base, "--method", "smc", "--chains", "7"])
+    with pytest.raises(SystemExit, match="--particles do.*--method mcmc"):
+        cli.main([*base, "--particles", "100"])
+    with pytest.raises(SystemExit, match="ppl run: .*kernel"):
+        cli.main([*base, "--kernel", "nutz", "--no-progress"])
+    smc_options = ["--method", "smc", "--kernel", "hmc", "--particles", "200", "--runs", "2"]
+    cli.main([*base, *smc_options, "--no-progress"])
+    captured = capsys.readouterr()
+    assert "smc/tempered/hmc" in captured.out and "ess_runs" in captured.out
+    assert "2 run(s)" in captured.out  # the SMC diagnosis
+    assert "%|" not in captured.err  # no progress bar
