@@ -27,7 +27,7 @@ from ppl.devices import select_devices, shard_leading
 from ppl.diagnostics import warn_if_problems
 from ppl.model import CompiledModel, compile_model, program_fingerprint, values_outside
 from ppl.posterior import Posterior
-from ppl.validation import check_count, check_model_keywords, check_seed
+from ppl.validation import check_count, check_model_keywords, check_numpyro_names, check_seed
 
 PROGRESS_UPDATES = 20
 
@@ -78,6 +78,7 @@ def mcmc(
         completed so far, with ``post.partial`` set.
     """
     check_model_keywords(model, args, mcmc)
+    check_numpyro_names(model, model_kwargs, mcmc)
     check_count("chains", chains)
     check_count("warmup", warmup, minimum=0)
     check_count("draws", draws)

@@ -19,7 +19,13 @@ from ppl.inverse import smc_inverse_problem
 from ppl.model import compile_model, program_fingerprint, trace_model
 from ppl.posterior import Posterior
 from ppl.smc_driver import drive
-from ppl.validation import check_count, check_model_keywords, check_probability, check_seed
+from ppl.validation import (
+    check_count,
+    check_model_keywords,
+    check_numpyro_names,
+    check_probability,
+    check_seed,
+)
 
 SMC_KERNELS = ("rwmh", "mala", "hmc")
 
@@ -92,6 +98,7 @@ def smc(
         (temperature, ESS, acceptance rate, step size, evidence increment).
     """
     check_model_keywords(model, args, smc)
+    check_numpyro_names(model, model_kwargs, smc)
     check_count("particles", particles, minimum=2)
     if chunk_size is not None:
         check_count("chunk_size", chunk_size)

@@ -489,16 +489,16 @@ def pmmh(
     ssm_builder: Callable[[dict], StateSpaceModel],
     prior: dict,
     ys,
-    num_samples: int = 1000,
+    draws: int = 1000,
     particles: int = 256,
     step_size: float = 0.1,
     proposal_cov=None,
     chains: int = 4,
     seed: int = 0,
-    num_warmup: int = 0,
+    warmup: int = 0,
     method: str = "bootstrap",
     resampling: str = "systematic",
-    init_params: dict | None = None,
+    init: dict | None = None,
     progress_bar: bool = True,
     chunk_size: int | None = None,
 ) -> Posterior:
@@ -522,15 +522,15 @@ def pmmh(
         ssm_builder: ``ssm_builder(params: dict) -> StateSpaceModel``; must be traceable.
         prior: dict name -> numpyro distribution.
         ys: observations ``(T, *obs_shape)``.
-        num_samples: draws kept per chain (after ``num_warmup`` discarded ones).
+        draws: draws kept per chain (after ``warmup`` discarded ones).
         particles: particles of each filter run.
         step_size: random-walk scale on the unconstrained space (if no ``proposal_cov``).
         proposal_cov: ``(D, D)`` random-walk covariance on the flattened unconstrained space.
         chains: number of chains.
         seed: PRNG seed.
-        num_warmup: iterations discarded at the start (no adaptation).
+        warmup: iterations discarded at the start (no adaptation).
         method, resampling: of the particle filter.
-        init_params: dict of initial (constrained) values shared by all chains; default,
+        init: dict of initial (constrained) values shared by all chains; default,
             independent prior draws.
         progress_bar: tqdm bar over the iterations with the acceptance rate so far. Ctrl-C
             after the warm-up returns the draws completed so far (``attrs["partial"]``) with
@@ -539,7 +539,7 @@ def pmmh(
             the whole run without one).
 
     Returns:
-        A :class:`~ppl.posterior.Posterior`: ``samples[name]`` shaped ``(chains, num_samples,
+        A :class:`~ppl.posterior.Posterior`: ``samples[name]`` shaped ``(chains, draws,
         *shape)``, ``stats["acceptance_rate"]`` per chain and
         ``stats["log_likelihood_estimate"]`` (the filter estimate attached to each draw).
     """
@@ -549,14 +549,14 @@ def pmmh(
     for name, d in prior.items():
         if not hasattr(d, "support") or not hasattr(d, "log_prob"):
             raise TypeError(f"pmmh: prior[{name!r}] must be a numpyro distribution")
-    for arg, v in (("num_samples", num_samples), ("chains", chains), ("particles", particles)):
+    for arg, v in (("draws", draws), ("chains", chains), ("particles", particles)):
         check_count(f"pmmh: `{arg}`", v)
-    check_count("pmmh: `num_warmup`", num_warmup, minimum=0)
+    check_count("pmmh: `warmup`", warmup, minimum=0)
     if chunk_size is not None:
         check_count("pmmh: `chunk_size`", chunk_size)
     key = seed_key(seed)
-    if init_params is not None and not isinstance(init_params, dict):
-        raise TypeError(f"pmmh: `init_params` must be a dict or None, got {init_params!r}")
+    if init is not None and not isinstance(init, dict):
+        raise TypeError(f"pmmh: `init` must be a dict or None, got {init!r}")
     if not isinstance(method, str) or method not in METHODS or method == "guided":
         raise ValueError(f"pmmh: method must be 'bootstrap' or 'auxiliary', got {method!r}")
     names = sorted(prior)
@@ -638,7 +638,7 @@ def pmmh(
         ll = out.log_likelihood
         return jnp.where(jnp.isnan(ll), -jnp.inf, ll)
 
-    total = int(num_warmup) + int(num_samples)
+    total = int(warmup) + int(draws)
     # Iteration 0 only evaluates the starting point (one compiled filter serves all).
     iterations = total + 1
     chunk = min(
@@ -677,20 +677,20 @@ def pmmh(
         return jax.lax.scan(body, carry, (keys, index))
 
     k_init, k_chains = jax.random.split(key)
-    if init_params is None:
+    if init is None:
         init_keys = jax.random.split(k_init, chains)
         z0 = jnp.stack([flatten_unc({k: prior[k].sample(ik) for k in names}) for ik in init_keys])
     else:
-        missing = set(names) - set(init_params)
+        missing = set(names) - set(init)
         if missing:
-            raise ValueError(f"pmmh: `init_params` misses {sorted(missing)}")
+            raise ValueError(f"pmmh: `init` misses {sorted(missing)}")
         try:
-            z_one = flatten_unc({k: jnp.asarray(init_params[k]) for k in names})
+            z_one = flatten_unc({k: jnp.asarray(init[k]) for k in names})
         except (TypeError, ValueError) as e:
-            raise ValueError(f"pmmh: `init_params` do not match the prior: {e}") from None
+            raise ValueError(f"pmmh: `init` does not match the prior: {e}") from None
         if z_one.shape != (dim,) or not bool(jnp.all(jnp.isfinite(z_one))):
             raise ValueError(
-                f"pmmh: `init_params` must give each parameter the prior's shape "
+                f"pmmh: `init` must give each parameter the prior's shape "
                 f"({shapes}) and a finite value inside its support"
             )
         z0 = jnp.broadcast_to(z_one, (chains, dim))
@@ -724,18 +724,18 @@ def pmmh(
             if accepted.size:  # the first chunk may hold only the starting point
                 bar.set_postfix(acceptance=f"{accepted.mean():.2f}", refresh=False)
     except KeyboardInterrupt:
-        if done <= num_warmup:
+        if done <= warmup:
             raise
         interrupted = True
         warnings.warn(
             f"pmmh interrupted after {done} of {total} iterations: returning the "
-            f"{done - num_warmup} draws per chain completed so far (partial=True)",
+            f"{done - warmup} draws per chain completed so far (partial=True)",
             stacklevel=2,
         )
     finally:
         bar.close()
     zs, lls, acc = (
-        np.concatenate(parts, axis=1)[:, num_warmup:] for parts in zip(*outputs, strict=True)
+        np.concatenate(parts, axis=1)[:, warmup:] for parts in zip(*outputs, strict=True)
     )
     num_draws = zs.shape[1]
     flat = jax.vmap(jax.vmap(unflatten))(zs)

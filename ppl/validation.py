@@ -131,6 +131,40 @@ def check_model_keywords(model: Callable, args: tuple, sampler: Callable) -> Non
         )
 
 
+NUMPYRO_NAMES = {
+    "num_warmup": "warmup",
+    "num_samples": "draws",
+    "num_chains": "chains",
+    "init_params": "init",
+    "rng_key": "seed",
+    "num_particles": "particles",
+}
+
+
+def check_numpyro_names(model: Callable, model_kwargs: dict, sampler: Callable) -> None:
+    """Name numpyro's spelling of one of ``sampler``'s own keywords (``num_warmup=`` for
+    ``warmup=``), which would otherwise go to the model: refused when the model has no such
+    parameter (it would fail there with an unexpected keyword), warned about when it takes
+    ``**kwargs`` (it would swallow the value silently)."""
+    own = inspect.signature(sampler).parameters
+    try:
+        params = inspect.signature(model).parameters
+    except (TypeError, ValueError):
+        return
+    var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    for name in model_kwargs:
+        ours = NUMPYRO_NAMES.get(name)
+        if ours is None or ours not in own or name in params:
+            continue
+        message = (
+            f"ppl.{sampler.__name__} got {name}=, numpyro's name for its keyword {ours}=; "
+            f"use {ours}= (keywords it does not know go to the model)"
+        )
+        if not var_kw:
+            raise TypeError(message)
+        warnings.warn(message + ": the model's **kwargs took it", stacklevel=3)
+
+
 def seed_key(seed):
     """:func:`check_seed` as a typed PRNG key (``jax.random.key``); for an int seed the same
     bits as ``jax.random.key(seed)``, so results do not change."""

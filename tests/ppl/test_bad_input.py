@@ -169,3 +169,21 @@ def test_a_model_parameter_named_like_a_sampler_keyword_is_named():
         check_model_keywords(functools.partial(_model_with_draws, draws=5), (Y,), ppl.mcmc)
         check_model_keywords(functools.partial(_model_with_seed, seed=3), (Y,), ppl.smc)
         check_model_keywords(model, (), ppl.mcmc)
+
+
+def test_numpyros_names_for_the_samplers_keywords_are_pointed_to_ours():
+    """``num_warmup=`` (numpyro's MCMC) would go to the model as an unknown keyword: refused
+    naming ``warmup=``; a model with ``**kwargs`` would swallow it: warned."""
+    import pytest
+
+    with pytest.raises(TypeError, match=r"num_warmup=, numpyro's name .* use warmup="):
+        ppl.mcmc(model, Y, num_warmup=10)
+    with pytest.raises(TypeError, match=r"use particles="):
+        ppl.smc(model, Y, num_particles=10)
+
+    def swallowing(y=None, **options):
+        model(y)
+
+    with pytest.warns(UserWarning, match=r"num_samples=.*draws=.*\*\*kwargs took it"):
+        with pytest.raises(ValueError, match="chains"):  # the check comes first
+            ppl.mcmc(swallowing, Y, num_samples=10, chains=0)

@@ -75,7 +75,7 @@ def test_pmmh():
     prior = {"phi": dist.Uniform(-1.0, 1.0)}
 
     def run(seed):
-        post = ppl.pmmh(builder, prior, YS, num_samples=5, particles=8, chains=2, seed=seed)
+        post = ppl.pmmh(builder, prior, YS, draws=5, particles=8, chains=2, seed=seed)
         return [post.samples, post.stats]
 
     _check(run)

@@ -203,7 +203,7 @@ PRIOR = {"phi": dist.Uniform(-1.0, 1.0), "sigma_y": dist.HalfNormal(2.0)}
 
 def test_pmmh_smoke_and_errors():
     _, ys = _ar1_builder({"phi": 0.8, "sigma_y": 0.7}).simulate(jax.random.key(0), 30)
-    res = pmmh(_ar1_builder, PRIOR, ys, num_samples=30, particles=32, chains=2, seed=0)
+    res = pmmh(_ar1_builder, PRIOR, ys, draws=30, particles=32, chains=2, seed=0)
     assert res.samples["phi"].shape == (2, 30) and res.samples["sigma_y"].shape == (2, 30)
     assert np.all(np.abs(res.samples["phi"]) < 1) and np.all(res.samples["sigma_y"] > 0)
     acceptance = res.stats["acceptance_rate"]
@@ -219,7 +219,7 @@ def test_pmmh_smoke_and_errors():
         pmmh(_ar1_builder, PRIOR, np.full((30, 1), np.nan))
 
 
-PMMH_SMALL = dict(num_samples=12, num_warmup=4, particles=8, chains=2, seed=3)
+PMMH_SMALL = dict(draws=12, warmup=4, particles=8, chains=2, seed=3)
 
 
 def _small_ar1_data():
@@ -273,8 +273,8 @@ def test_pmmh_recovers_ar1_parameters():
         _ar1_builder,
         PRIOR,
         ys,
-        num_samples=1000,
-        num_warmup=200,
+        draws=1000,
+        warmup=200,
         particles=100,
         step_size=0.15,
         chains=4,
