@@ -79,7 +79,7 @@ def _run(args) -> None:
     except (ValueError, TypeError) as err:  # bad options or data: the message names them
         raise SystemExit(f"ppl run: {err}") from err
     print(post)
-    print(post.summary())
+    print(post.summary().to_string())  # every column, however wide the table
     print(post.diagnose())
     if args.out:
         post.to_arviz().to_netcdf(args.out)

@@ -50,7 +50,7 @@ def main(argv=None) -> ppl.Posterior:
         progress_bar=not args.no_progress,
     )
     print(post)
-    print(post.summary(var_names=["mu", "tau", "theta"]))
+    print(post.summary(var_names=["mu", "tau", "theta"]).to_string())
     print(post.diagnose())
     ppc = ppl.predictive(eight_schools, EIGHT_SCHOOLS_SIGMA, posterior=post, y=None, seed=args.seed)
     inside = np.mean(

@@ -148,7 +148,7 @@ def mcmc(
             out = jax.tree.map(lambda a, n=n: np.asarray(a)[:, :n], out)
             first_draw = min(max(0, warmup - start), n)  # offset of the first kept draw
             if first_draw < n and not sum(c[1].shape[1] for c in collected):
-                bar.set_description("sampling")
+                bar.set_description("sampling", refresh=False)  # shown with its own count
                 divergences = 0
             # A warm-up chunk adds zero draws: the structure is kept for checkpoints.
             collected.append(jax.tree.map(lambda a, f=first_draw: a[:, f:], out))
