@@ -86,6 +86,7 @@ class CompiledModel:
     enumerated: tuple[str, ...] = ()
     enumerated_in_scan: bool = False
     max_plate_nesting: int = 0
+    imputed: tuple[str, ...] = ()
 
     @cached_property
     def traceable_model(self) -> Callable:
@@ -199,7 +200,7 @@ class CompiledModel:
             log_prior = self._marginal_log_density(_DropLikelihood(model))
             return log_prior, log_joint - log_prior
         trace = self._unconstrained_trace(flat)
-        log_prior = 0.0
+        log_prior = self._masked_out_reference(flat, trace)
         log_lik = 0.0
         for name, site in trace.items():
             if site["type"] != "sample":
@@ -210,6 +211,33 @@ class CompiledModel:
             else:
                 log_prior = log_prior + term
         return log_prior, log_lik
+
+    def _masked_out_reference(self, flat, trace):
+        """A standard normal density for the entries of an ``obs_mask=`` imputation site that
+        no one uses.
+
+        numpyro's ``sample(name, fn, obs=y, obs_mask=m)`` samples ``<name>_unobserved`` of the
+        full shape under ``mask(~m)``: its entries at *observed* positions have no density and
+        feed nothing (``<name>`` takes the data there), so they are flat directions of the
+        posterior. NUTS never turns back along them (every draw at the maximum tree depth)
+        and their R-hat / ESS fill the diagnostics. Giving them ``N(0, 1)`` on the
+        unconstrained scale makes the posterior proper without changing the law of anything
+        the model uses, nor its evidence (the added density integrates to one).
+        """
+        if not self.imputed:
+            return 0.0
+        unconstrained = self.unravel(flat)
+        total = 0.0
+        for name in self.imputed:
+            u = unconstrained[name]
+            site = trace[name]
+            event_dims = len(site["fn"].event_shape)
+            observed = ~jnp.broadcast_to(site["fn"]._mask, site["fn"].batch_shape)
+            observed = jnp.reshape(observed, observed.shape + (1,) * event_dims)
+            flat_u = jnp.reshape(u, jnp.shape(site["value"]))
+            reference = -0.5 * flat_u**2 - 0.5 * jnp.log(2 * jnp.pi)
+            total = total + jnp.sum(jnp.where(observed, reference, 0.0))
+        return total
 
     def logdensity(self, flat):
         """Log posterior density (up to a constant) of the flat unconstrained vector, with any
@@ -609,12 +637,35 @@ def compile_model(
         unravel=unravel,
         site_dims=site_dims,
         enumerated=tuple(enumerated),
+        imputed=_imputation_sites(trace, latents),
         enumerated_in_scan=any("_scan_current_index" in trace[n]["infer"] for n in enumerated),
         max_plate_nesting=max(
             (-f.dim for site in trace.values() for f in site.get("cond_indep_stack", []) if f.dim),
             default=0,
         ),
     )
+
+
+def _imputation_sites(trace, latents) -> tuple[str, ...]:
+    """The ``<name>_unobserved`` sites numpyro's ``obs_mask=`` builds: continuous latents
+    with an array mask (``fn.mask(~obs_mask)``) and an elementwise bijection, next to an observed
+    ``<name>_observed`` and a deterministic ``<name>``
+    (``numpyro.primitives._masked_observe``), outside ``scan``."""
+    found = []
+    for name in latents:
+        base = name.removesuffix("_unobserved")
+        site = trace[name]
+        if (
+            base != name
+            and trace.get(base + "_observed", {}).get("is_observed")
+            and trace.get(base, {}).get("type") == "deterministic"
+            and isinstance(site["fn"], dist.MaskedDistribution)
+            and not isinstance(site["fn"]._mask, bool)
+            and "_scan_current_index" not in site["infer"]
+            and tuple(latents[name].unconstrained_shape) == tuple(jnp.shape(site["value"]))
+        ):
+            found.append(name)
+    return tuple(found)
 
 
 def _is_enumerable(fn) -> bool:
