@@ -97,8 +97,11 @@ class CompiledModel:
 
         def as_jax(site):
             value = site["value"]
-            numeric_host_value = isinstance(value, np.ndarray | np.generic | int | float)
-            if site["type"] == "sample" and site["is_observed"] and numeric_host_value:
+            if site["type"] != "sample" or not site["is_observed"]:
+                return None
+            in_scan = "_scan_current_index" in site["infer"]  # its steps index the data
+            scalar = isinstance(value, np.generic | int | float) and not in_scan
+            if isinstance(value, np.ndarray) or scalar:
                 return jnp.asarray(value)
             return None
 
