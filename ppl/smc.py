@@ -177,9 +177,10 @@ def smc(
         "dim": compiled.dim,
         "num_mcmc_steps": num_mcmc_steps,
         "target_ess": target_ess,
+        "dense_mass": bool(dense_mass),
         "waste_free": waste_free or 0,
         "resampling": resampling,
-    }
+    }  # every option of make_program: the key of the compiled program and of checkpoints
     cache_key = _cache_key(model, args, model_kwargs, settings, max_stages)
     if checkpoint is not None:
         settings["inputs"] = ppl_checkpoint.inputs_digest(model, args, model_kwargs)

@@ -153,3 +153,23 @@ def test_diffusion_options_are_checked_by_name(options, error, message):
 def test_inverse_problem_arguments_are_checked_by_name(option, error, message):
     with pytest.raises(error, match=message):
         ppl.smc(inverse_problem, jnp.array(0.3), progress_bar=False, **option)
+
+
+def correlated_regression(y):
+    b = numpyro.sample("b", dist.Normal(0.0, 2.0).expand([2]).to_event(1))
+    x = jnp.stack([jnp.linspace(-1, 1, 6), jnp.linspace(-1, 1, 6) * 1.1 + 0.05], -1)
+    numpyro.sample("y", dist.Normal(x @ b, 0.5).to_event(1), obs=y)
+
+
+def test_dense_mass_gets_its_own_program():
+    """``dense_mass`` was missing from the compiled program's key (and the checkpoint's
+    settings): a dense run after a diagonal one reused the diagonal program, with identical
+    numbers. Here the dense program is compiled first: the diagonal run must not reuse it, and
+    a second dense run must give the first one's numbers."""
+    y = np.linspace(-1.0, 1.0, 6)
+    options = dict(particles=100, seed=0, progress_bar=False, kernel="mala")
+    dense_first = ppl.smc(correlated_regression, y, dense_mass=True, **options).log_evidence
+    ppl.smc(correlated_regression, y, dense_mass=False, **options)
+    dense_again = ppl.smc(correlated_regression, y, dense_mass=True, **options).log_evidence
+    diagonal = ppl.smc(correlated_regression, y, dense_mass=False, **options).log_evidence
+    assert dense_again == dense_first and diagonal != dense_first
