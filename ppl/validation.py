@@ -38,9 +38,14 @@ def check_seed(seed):
     if isinstance(seed, bool):
         raise TypeError(f"seed must be an int or a jax PRNG key, got {seed!r}")
     if isinstance(seed, numbers.Integral):
-        if seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {seed}")
-        return jax.random.PRNGKey(int(seed))
+        seed = int(seed)
+        if not 0 <= seed < 2**64:
+            raise ValueError(f"seed must be an integer in [0, 2**64), got {seed}")
+        if seed < 2**32:
+            return jax.random.PRNGKey(seed)
+        # PRNGKey keeps only the low 32 bits without jax_enable_x64 (2**32 would repeat seed
+        # 0); threefry's key of a 64-bit seed is its two 32-bit halves, as with x64 on
+        return jax.numpy.asarray([seed >> 32, seed & 0xFFFFFFFF], dtype=jax.numpy.uint32)
     if isinstance(seed, jax.Array) and jax.dtypes.issubdtype(seed.dtype, jax.dtypes.prng_key):
         return jax.random.key_data(seed)  # raw uint32 keys throughout
     if isinstance(seed, jax.Array) and seed.shape == (2,) and seed.dtype == jax.numpy.uint32:

@@ -187,3 +187,18 @@ def test_numpyros_names_for_the_samplers_keywords_are_pointed_to_ours():
     with pytest.warns(UserWarning, match=r"num_samples=.*draws=.*\*\*kwargs took it"):
         with pytest.raises(ValueError, match="chains"):  # the check comes first
             ppl.mcmc(swallowing, Y, num_samples=10, chains=0)
+
+
+def test_seeds_beyond_32_bits_are_their_own_and_beyond_64_refused():
+    """``PRNGKey(2**32)`` is ``PRNGKey(0)`` without x64 (the high bits were dropped, so seed
+    2**32 repeated seed 0's draws); 2**63 crashed with an OverflowError."""
+    import pytest
+
+    from ppl.validation import check_seed
+
+    keys = {int(s): tuple(np.asarray(check_seed(s))) for s in (0, 1, 2**32, 2**32 + 1, 2**40)}
+    assert len(set(keys.values())) == len(keys)
+    assert keys[1] == tuple(np.asarray(__import__("jax").random.PRNGKey(1)))  # unchanged
+    assert np.asarray(check_seed(2**63 + 5)).tolist() == [2**31, 5]  # was an OverflowError
+    with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*64\)"):
+        check_seed(2**64)
