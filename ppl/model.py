@@ -87,6 +87,7 @@ class CompiledModel:
     enumerated_in_scan: bool = False
     max_plate_nesting: int = 0
     imputed: tuple[str, ...] = ()
+    scaled_latents: tuple[str, ...] = ()
 
     @cached_property
     def traceable_model(self) -> Callable:
@@ -641,12 +642,23 @@ def compile_model(
         site_dims=site_dims,
         enumerated=tuple(enumerated),
         imputed=_imputation_sites(trace, latents),
+        scaled_latents=tuple(n for n in latents if not _unit_scale(trace[n].get("scale"))),
         enumerated_in_scan=any("_scan_current_index" in trace[n]["infer"] for n in enumerated),
         max_plate_nesting=max(
             (-f.dim for site in trace.values() for f in site.get("cond_indep_stack", []) if f.dim),
             default=0,
         ),
     )
+
+
+def _unit_scale(scale) -> bool:
+    """No ``scale`` handler, or one of 1 everywhere (a traced scale counts as not 1)."""
+    if scale is None:
+        return True
+    try:
+        return bool(np.all(np.asarray(scale) == 1))
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return False
 
 
 def _imputation_sites(trace, latents) -> tuple[str, ...]:

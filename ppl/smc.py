@@ -141,6 +141,14 @@ def smc(
             chunk_size=chunk_size,
             **(diffusion_options or {}),
         )
+    if compiled.scaled_latents:
+        raise ValueError(
+            f"latent site(s) {list(compiled.scaled_latents)} are under numpyro's scale "
+            "handler: tempered SMC starts from exact prior draws and tempers from the prior, "
+            "but a scaled prior density is not the law that ancestral sampling draws (the "
+            "posterior comes out biased, the evidence is of another target); scale only "
+            "observed sites, or use ppl.mcmc"
+        )
     key_prior, key_run = jax.random.split(key)
     initial = _prior_particles(compiled, key_prior, runs, particles)
     initial = jax.device_put(initial, particle_sharding(spread))
