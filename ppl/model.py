@@ -91,10 +91,11 @@ class CompiledModel:
 
     @cached_property
     def traceable_model(self) -> Callable:
-        """The model with host ``obs=`` values (NumPy arrays and scalars, Python numbers) handed
-        to numpyro as JAX arrays: under ``jit`` a host value compared with a traced bound
-        (``Uniform(lo, hi)`` observing data, with latent ``lo``, ``hi``: numpyro's support
-        check) would raise ``TracerArrayConversionError``."""
+        """The model with host ``obs=`` values (NumPy arrays and scalars, Python numbers and
+        lists; integral floats of a discrete site as integers) handed to numpyro as JAX
+        arrays: under ``jit`` a host value compared with a traced bound (``Uniform(lo, hi)``
+        observing data, with latent ``lo``, ``hi``: numpyro's support check) would raise
+        ``TracerArrayConversionError``, and a list would meet a tracer in arithmetic."""
 
         def as_jax(site):
             value = site["value"]
@@ -102,8 +103,13 @@ class CompiledModel:
                 return None
             in_scan = "_scan_current_index" in site["infer"]  # its steps index the data
             scalar = isinstance(value, np.generic | int | float) and not in_scan
-            if isinstance(value, np.ndarray) or scalar:
-                return jnp.asarray(value)
+            if not (isinstance(value, np.ndarray | list | tuple) or scalar):
+                return None
+            array = np.asarray(value)
+            if site["fn"].support.is_discrete and array.dtype.kind == "f":
+                if np.all(np.isfinite(array)) and np.all(array == np.round(array)):
+                    array = array.astype(np.int32)  # Categorical indexes with its labels
+            return jnp.asarray(array)
             return None
 
         return handlers.substitute(self.model, substitute_fn=as_jax)
@@ -771,13 +777,21 @@ def distribution_name(fn) -> str:
 
 def fixed_support(constraint):
     """``constraint`` if it is one of numpyro's parameter-free supports (``positive``,
-    ``nonnegative_integer``, ``simplex``, ..., possibly made an event by ``to_event``), else
+    ``nonnegative_integer``, ``simplex``, ..., a ``Categorical``'s ``{0, ..., K - 1}``,
+    possibly made an event by ``to_event``), else
     ``None``: a support that depends on parameters (``Uniform(0, theta)``) cannot be checked
     from the traced example values."""
     base = constraint
     while isinstance(base, constraints.independent):
         base = base.base_constraint
-    return constraint if isinstance(base, constraints._SingletonConstraint) else None
+    if isinstance(base, constraints._SingletonConstraint):
+        return constraint
+    # Categorical's {0, ..., K - 1}: bounds that are plain ints come from shapes or literals
+    # (a bound from a parameter, Binomial's total_count, is an array)
+    bounds = (getattr(base, "lower_bound", None), getattr(base, "upper_bound", None))
+    if isinstance(base, constraints._IntegerInterval) and all(type(b) is int for b in bounds):
+        return constraint
+    return None
 
 
 def values_outside(constraint, value, mask=None) -> int:

@@ -202,3 +202,27 @@ def test_seeds_beyond_32_bits_are_their_own_and_beyond_64_refused():
     assert np.asarray(check_seed(2**63 + 5)).tolist() == [2**31, 5]  # was an OverflowError
     with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*64\)"):
         check_seed(2**64)
+
+
+def test_list_and_float_label_observations():
+    """A list ``obs=`` failed inside the compiled program (a list minus a tracer); float labels
+    of a Categorical failed in ``take_along_axis``; non-integral labels now get the support
+    refusal naming the site. The densities are those of the same data as integer arrays."""
+    import jax.numpy as jnp
+    import pytest
+
+    from ppl.model import compile_model
+
+    def labels(y):
+        w = numpyro.sample("w", dist.Dirichlet(jnp.ones(3)))
+        with numpyro.plate("n", len(y)):
+            numpyro.sample("y", dist.Categorical(w), obs=y)
+
+    flat = jnp.array([0.3, -0.4])
+    reference = compile_model(labels, (np.array([0, 2, 1, 2]),)).logdensity(flat)
+    for y in ([0, 2, 1, 2], np.array([0.0, 2.0, 1.0, 2.0])):
+        np.testing.assert_allclose(compile_model(labels, (y,)).logdensity(flat), reference)
+    with pytest.raises(ValueError, match="'y' has 1 value.*outside the support of its Categorical"):
+        compile_model(labels, (np.array([0.0, 2.0, 1.5, 2.0]),))
+    reference = compile_model(model, (Y,)).logdensity(flat[:1])
+    np.testing.assert_allclose(compile_model(model, (list(Y),)).logdensity(flat[:1]), reference)
