@@ -322,6 +322,21 @@ class CompositionSamples(NamedTuple):
         (``kind="stats"``: resampled particles form no chain, so ESS and R-hat do not apply)."""
         return arviz_io.draws_summary(self.to_arviz(var_name), **kwargs)
 
+    def diagnose(self, **thresholds):
+        """The SMC checks of :func:`ppl.smc_diagnostics.diagnose_smc` on these particles (the
+        ESS along diffusion time, distinct particles at the end, an interrupted run), with
+        the unweighted ``"heuristic"`` flagged as biased; ``print()`` the result."""
+        from ppl.posterior import Posterior
+        from ppl.smc_diagnostics import diagnose_smc
+
+        stages = {} if self.ess is None else {"ess": np.asarray(self.ess)[None]}
+        post = Posterior(
+            samples={"x": np.asarray(self.samples)[None]},
+            stages=stages,
+            attrs={"method": f"smc/diffusion/{self.method}", "partial": self.partial},
+        )
+        return diagnose_smc(post, **thresholds)
+
 
 def _log_q_fns(components):
     fns = [getattr(p, "log_density", None) for p in components]
@@ -512,9 +527,19 @@ def sample_composition(
             f"FKC failed: all particle weights vanished at step {int(res.smc.failed_step)}"
         )
     method = "fkc" if weighted else "heuristic"
-    return CompositionSamples(
+    result = CompositionSamples(
         res.samples, log_z, res.ess, None, method, k, seed_int(seed), res, driven.interrupted
     )
+    if weighted and not driven.interrupted:
+        diagnosis = result.diagnose()
+        if not diagnosis.ok:  # e.g. too few steps: one particle left, log Z off by 1e8
+            warnings.warn(
+                "FKC sampling problems (print(res.diagnose()) for the report; the samples and "
+                "log_normalizer are unreliable):\n"
+                + "\n".join(f"- {p}" for p in diagnosis.problems),
+                stacklevel=3,
+            )
+    return result
 
 
 def _check_finite(x, method: str) -> None:

@@ -121,6 +121,11 @@ def diagnose_smc(
             "DPS is a biased heuristic with no weights: these checks cannot see its error; "
             "compare with method='mcgdiff' or 'tds'"
         )
+    if method == "smc/diffusion/heuristic":
+        problems.append(
+            "the heuristic (weighted=False) samples a different law than the target: these "
+            "checks cannot see its error; use the weighted sampler (FKC)"
+        )
     if post.partial:
         problems.append(
             "the run was interrupted: the particles do not target the posterior yet "

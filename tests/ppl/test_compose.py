@@ -123,3 +123,21 @@ def test_sample_diffusion_dispatches_compositions(priors):
         ppl.sample_diffusion(ppl.anneal(p1, 2.0), num_samples=8, method="ddim")
     with pytest.raises(TypeError, match="target must be a ppl.DiffusionPrior"):
         ppl.sample_diffusion("not a prior", num_samples=8)
+
+
+def test_degenerate_fkc_run_warns_and_diagnose_says_why():
+    """``anneal(p, 3)`` at 5 steps: the weights collapse onto one particle and the
+    log-normaliser reads about 1e8 (exact -1.55); this used to come back without a word."""
+    import ppl
+
+    prior = g1().diffusion_prior(SDE)
+    with pytest.warns(UserWarning, match="FKC sampling problems") as caught:
+        res = ppl.sample_diffusion(C.anneal(prior, 3.0), num_samples=300, steps=5, seed=0)
+    assert "weights degenerated" in str(caught[0].message)
+    diagnosis = res.diagnose()
+    assert not diagnosis.ok and diagnosis.min_ess_fraction[0] < 0.01
+    assert "distinct" in str(diagnosis)
+    heuristic = ppl.sample_diffusion(
+        C.anneal(prior, 3.0), num_samples=300, steps=5, seed=0, weighted=False
+    )
+    assert "heuristic" in str(heuristic.diagnose())
