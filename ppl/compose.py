@@ -43,6 +43,7 @@ from inference.diffusion import superdiff as _superdiff
 from inference.smc.resampling import RESAMPLERS
 from ppl import arviz_io
 from ppl.diffusion import DiffusionPrior, _check_grid
+from ppl.model import callables_fingerprint
 from ppl.smc_driver import drive_one
 from ppl.validation import check_count, check_option, check_real, check_seed, seed_int
 
@@ -453,7 +454,7 @@ def sample_composition(
             desc=method,
             progress=progress_bar,
             chunk_size=chunk_size,
-            cache_key=("superdiff", target, mode, grid, k),
+            cache_key=("superdiff", target, _reads(target), mode, grid, k),
         )
         res = _superdiff.superdiff_result(jax.tree.map(jnp.asarray, driven.result))
         if driven.interrupted:
@@ -503,6 +504,7 @@ def sample_composition(
             cache_key=(
                 "fkc",
                 target,
+                _reads(target),
                 k,
                 noise,
                 resampling,
@@ -540,6 +542,16 @@ def sample_composition(
                 stacklevel=3,
             )
     return result
+
+
+def _reads(target):
+    """What the programs of ``target`` read beyond its identity: its components' score
+    functions and any coefficient of diffusion time, each with the globals, closures and
+    attributes it reads (:func:`ppl.model.callables_fingerprint`), so that changing one
+    builds a new program rather than reusing the stale one."""
+    components = getattr(target, "components", ())
+    coefficients = getattr(target, "coeffs", ())
+    return callables_fingerprint(*(p.score_fn for p in components), *coefficients)
 
 
 def _check_finite(x, method: str) -> None:

@@ -33,6 +33,7 @@ from inference.diffusion.likelihood import ode_log_prob
 from inference.diffusion.samplers import SAMPLERS, get_sampler, time_grid
 from inference.diffusion.sde import SDE
 from ppl import arviz_io
+from ppl.model import callables_fingerprint
 from ppl.smc_driver import PROGRESS_UPDATES
 from ppl.validation import (
     check_callable,
@@ -179,10 +180,19 @@ class DiffusionPrior(Distribution):
         flat = x.reshape(-1, self.dim)
         return self.score_fn(flat, t).reshape(x.shape)
 
-    def _sampler_fn(self, n: int, steps: int, method: str, grid: str):
+    def _cached(self, cache_key, build):
+        """``build()``, kept for ``cache_key`` while the score function reads the same values
+        (:func:`ppl.model.callables_fingerprint`: a global or attribute it reads that changed
+        gives a new program, not the stale one)."""
         cache = self.__dict__.setdefault("_sample_cache", {})
-        cache_key = (n, steps, method, grid)
-        if cache_key not in cache:
+        contents = callables_fingerprint(self.score_fn)
+        entry = cache.get(cache_key)
+        if entry is None or entry[0] != contents:
+            entry = cache[cache_key] = (contents, build())
+        return entry[1]
+
+    def _sampler_fn(self, n: int, steps: int, method: str, grid: str):
+        def build():
             fn = SAMPLERS[method]
             ts = time_grid(self.sde, steps, grid)
             sde, score_fn, d = self.sde, self.score_fn, self.dim
@@ -192,8 +202,9 @@ class DiffusionPrior(Distribution):
                 x_T = sde.prior_sample(k0, (n, d))
                 return fn(k1, score_fn, sde, x_T, ts)
 
-            cache[cache_key] = jax.jit(run)
-        return cache[cache_key]
+            return jax.jit(run)
+
+        return self._cached((n, steps, method, grid), build)
 
     def _segment_fns(self, n: int, steps: int, method: str, grid: str):
         """Jitted ``start(key) -> x_T`` and ``segment(key, x, first, final, length)``, which runs
@@ -201,9 +212,8 @@ class DiffusionPrior(Distribution):
         static; ``final``: the segment holds the last step). Chained over the grid they give
         the same numbers as the whole run (the stochastic samplers draw step ``k`` from
         ``fold_in(key, k)``)."""
-        cache = self.__dict__.setdefault("_sample_cache", {})
-        cache_key = ("segments", n, steps, method, grid)
-        if cache_key not in cache:
+
+        def build():
             fn = SAMPLERS[method]
             ts = time_grid(self.sde, steps, grid)
             sde, score_fn, d = self.sde, self.score_fn, self.dim
@@ -219,8 +229,9 @@ class DiffusionPrior(Distribution):
                     return fn(k1, score_fn, sde, x, segment_ts, denoise=final, first_step=first)
                 return fn(k1, score_fn, sde, x, segment_ts)
 
-            cache[cache_key] = (jax.jit(start), jax.jit(segment, static_argnums=4))
-        return cache[cache_key]
+            return jax.jit(start), jax.jit(segment, static_argnums=4)
+
+        return self._cached(("segments", n, steps, method, grid), build)
 
     def sample(self, key: Array, sample_shape: tuple[int, ...] = ()) -> Array:
         """Reverse-time sampling from ``p_T``; returns ``sample_shape + (d,)``."""
@@ -238,13 +249,14 @@ class DiffusionPrior(Distribution):
                 f"value must have trailing shape {self.event_shape}; got {value.shape}"
             )
         flat = value.reshape(-1, self.dim)
-        cache = self.__dict__.setdefault("_logp_cache", {})
-        if "fn" not in cache:
-            score_fn, sde = self.score_fn, self.sde
-            cache["fn"] = jax.jit(
+        score_fn, sde = self.score_fn, self.sde
+        log_prob_fn = self._cached(
+            "log_prob",
+            lambda: jax.jit(
                 lambda y: ode_log_prob(score_fn, sde, y, divergence="exact", solver="dopri5")
-            )
-        lp = cache["fn"](flat)
+            ),
+        )
+        lp = log_prob_fn(flat)
         return lp.reshape(value.shape[:-1])
 
     def tree_flatten(self):

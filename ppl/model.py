@@ -1028,6 +1028,24 @@ def program_fingerprint(fn, args=(), kwargs=None):
     return head, data, reads
 
 
+def callables_fingerprint(*fns):
+    """What a program built from the user's callables ``fns`` depends on (a score function, a
+    state-space model's densities, a proposal, a coefficient of diffusion time): each by
+    :func:`function_fingerprint`, so that the values they read from globals, closures and
+    their objects' attributes are part of the program's key (``None`` entries stay ``None``;
+    plain numbers by value). A fresh ``object()`` (no reuse) when one cannot be summarised."""
+    parts = []
+    for fn in fns:
+        if fn is None or isinstance(fn, int | float | complex | str):
+            parts.append(fn)
+            continue
+        part = function_fingerprint(fn)
+        if part is None:
+            return object()
+        parts.append(part)
+    return tuple(parts)
+
+
 def function_fingerprint(fn, depth: int = 0, seen: set | None = None):
     """The values a Python function reads from its module globals and its closure, each by
     :func:`_value_fingerprint` (arrays by content, so that changing a global ``A`` or a prior

@@ -35,7 +35,7 @@ from inference.smc import filters as _filters
 from inference.smc import smoothing as _smoothing
 from inference.smc.resampling import RESAMPLERS
 from ppl.diagnostics import warn_if_problems
-from ppl.model import data_fingerprint, program_fingerprint
+from ppl.model import callables_fingerprint, data_fingerprint, program_fingerprint
 from ppl.posterior import Posterior
 from ppl.smc_driver import PROGRESS_UPDATES
 from ppl.validation import check_callable, check_count, check_real, seed_key
@@ -130,6 +130,7 @@ class FilterResult(NamedTuple):
             seed_key(seed),
             jnp.asarray(self.particles),
             jnp.asarray(self.log_weights),
+            _ssm_contents(self.ssm),
         )
         traj = np.asarray(traj)  # (T, M, *state_shape)
         T, M = traj.shape[:2]
@@ -206,8 +207,9 @@ class FilterResult(NamedTuple):
         return arviz_io.to_arviz(groups)
 
 
-@partial(jax.jit, static_argnums=(0, 1))
-def _smooth_jit(ssm, num_trajectories, key, particles, log_weights):
+@partial(jax.jit, static_argnums=(0, 1, 5))
+def _smooth_jit(ssm, num_trajectories, key, particles, log_weights, contents):
+    del contents  # part of the cache key only
     return _smoothing.ffbs(key, particles, log_weights, ssm._transition_logpdf, num_trajectories)
 
 
@@ -412,10 +414,18 @@ def _run_filter(
     )
 
 
-@partial(jax.jit, static_argnums=(0, 3, 4, 5, 7, 8))
+def _ssm_contents(ssm, *extra):
+    """A static argument for the jitted filter and smoother: what the model's densities (and
+    ``extra`` callables) read, so a program is not reused after a global they read, or an
+    attribute of the model, changed (``ssm`` alone is hashed by identity)."""
+    return callables_fingerprint(ssm.init, ssm.transition, ssm.observation, *extra)
+
+
+@partial(jax.jit, static_argnums=(0, 3, 4, 5, 7, 8, 9))
 def _filter_jit(
-    ssm, ys, key, num_particles, method, resampling, ess_threshold, proposal, proposal0
+    ssm, ys, key, num_particles, method, resampling, ess_threshold, proposal, proposal0, contents
 ):
+    del contents  # part of the cache key only
     return _run_filter(
         ssm, ys, key, num_particles, method, resampling, ess_threshold, proposal, proposal0, True
     )
@@ -467,6 +477,7 @@ def particle_filter(
         float(ess_threshold),
         proposal,
         proposal0,
+        _ssm_contents(ssm, proposal, proposal0),
     )
     _engine.check(out.smc)
     T = ys_np.shape[0]
