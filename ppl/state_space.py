@@ -551,7 +551,9 @@ def pmmh(
 
     Returns:
         A :class:`~ppl.posterior.Posterior`: ``samples[name]`` shaped ``(chains, draws,
-        *shape)``, ``stats["acceptance_rate"]`` per chain and
+        *shape)``, ``stats["acceptance_rate"]`` per draw (the Metropolis-Hastings acceptance
+        probability ``min(1, ratio)`` of the proposal made there, as in ``ppl.mcmc``; average
+        it over draws for a chain's rate) and
         ``stats["log_likelihood_estimate"]`` (the filter estimate attached to each draw).
     """
     check_callable("pmmh: `ssm_builder`", ssm_builder, "ssm_builder(params) -> StateSpaceModel")
@@ -679,10 +681,11 @@ def pmmh(
             log_ratio = jnp.where(jnp.isnan(log_ratio), -jnp.inf, log_ratio)
             accept = jnp.log(jax.random.uniform(k_acc, (), z.dtype)) < log_ratio
             accept = accept | (i == 0)
+            accept_prob = jnp.exp(jnp.minimum(log_ratio, 0.0))
             z = jnp.where(accept, z_new, z)
             lp = jnp.where(accept, lp_new, lp)
             ll = jnp.where(accept, ll_new, ll)
-            return (z, lp, ll), (z, ll, accept)
+            return (z, lp, ll), (z, ll, accept_prob)
 
         index = first_iteration + jnp.arange(chunk)
         return jax.lax.scan(body, carry, (keys, index))
@@ -731,9 +734,9 @@ def pmmh(
             outputs.append(jax.tree.map(lambda a, lo=lo, hi=hi: np.asarray(a)[:, lo:hi], out))
             done += hi - lo
             bar.update(hi - lo)
-            accepted = np.concatenate([o[2] for o in outputs], axis=1)
-            if accepted.size:  # the first chunk may hold only the starting point
-                bar.set_postfix(acceptance=f"{accepted.mean():.2f}", refresh=False)
+            accept_probs = np.concatenate([o[2] for o in outputs], axis=1)
+            if accept_probs.size:  # the first chunk may hold only the starting point
+                bar.set_postfix(acceptance=f"{accept_probs.mean():.2f}", refresh=False)
     except KeyboardInterrupt:
         if done <= warmup:
             raise
@@ -759,7 +762,7 @@ def pmmh(
     post = Posterior(
         samples=samples,
         stats={
-            "acceptance_rate": np.asarray(jnp.mean(acc, axis=1)),
+            "acceptance_rate": np.asarray(acc),
             "log_likelihood_estimate": np.asarray(lls),
         },
         attrs={"method": f"pmmh/{method}", "particles": int(particles), "partial": interrupted},
