@@ -110,7 +110,6 @@ class CompiledModel:
                 if np.all(np.isfinite(array)) and np.all(array == np.round(array)):
                     array = array.astype(np.int32)  # Categorical indexes with its labels
             return jnp.asarray(array)
-            return None
 
         return handlers.substitute(self.model, substitute_fn=as_jax)
 
@@ -239,13 +238,12 @@ class CompiledModel:
         unconstrained = self.unravel(flat)
         total = 0.0
         for name in self.imputed:
-            u = unconstrained[name]
+            u = unconstrained[name]  # the value's shape (an elementwise bijection)
             site = trace[name]
             event_dims = len(site["fn"].event_shape)
             observed = ~jnp.broadcast_to(site["fn"]._mask, site["fn"].batch_shape)
             observed = jnp.reshape(observed, observed.shape + (1,) * event_dims)
-            flat_u = jnp.reshape(u, jnp.shape(site["value"]))
-            reference = -0.5 * flat_u**2 - 0.5 * jnp.log(2 * jnp.pi)
+            reference = -0.5 * u**2 - 0.5 * jnp.log(2 * jnp.pi)
             total = total + jnp.sum(jnp.where(observed, reference, 0.0))
         return total
 

@@ -112,9 +112,7 @@ class Posterior:
         """
         import arviz as az
 
-        if not self.is_smc:
-            return az.summary(self.to_arviz(), var_names=var_names, **kwargs)
-        if "kind" in kwargs:
+        if not self.is_smc or "kind" in kwargs:
             return az.summary(self.to_arviz(), var_names=var_names, **kwargs)
         table = arviz_io.draws_summary(self.to_arviz(), var_names=var_names, **kwargs)
         if self.num_chains >= 2 and "sd" in table.columns:

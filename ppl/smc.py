@@ -188,7 +188,7 @@ def smc(
         "dense_mass": bool(dense_mass),
         "waste_free": waste_free or 0,
         "resampling": resampling,
-    }  # every option of make_program: the key of the compiled program and of checkpoints
+    }  # with max_stages, the options of make_program: the program's key and the checkpoint's
     cache_key = _cache_key(model, args, model_kwargs, settings, max_stages)
     if checkpoint is not None:
         settings["inputs"] = ppl_checkpoint.inputs_digest(model, args, model_kwargs)
