@@ -49,6 +49,7 @@ from inference.smc import engine
 from inference.smc.resampling import RESAMPLERS
 from ppl.model import compile_model, program_fingerprint, trace_model
 from ppl.posterior import Posterior
+from ppl.smc_diagnostics import warn_if_smc_problems
 from ppl.smc_driver import drive_one
 from ppl.validation import check_count, check_option, check_probability, check_real, check_seed
 
@@ -504,7 +505,7 @@ def smc_inverse_problem(
         "log_evidence_increment": np.asarray(result.log_evidence_increments)[None],
         "time": np.asarray(grid[1:])[: driven.steps_done][None],
     }
-    return Posterior(
+    post = Posterior(
         samples=samples,
         stats={
             "log_marginal_likelihood": np.asarray(
@@ -527,6 +528,8 @@ def smc_inverse_problem(
             "partial": driven.interrupted,
         },
     )
+    warn_if_smc_problems(post, stacklevel=2)
+    return post
 
 
 def _cache_key(model, args, kwargs, *settings):

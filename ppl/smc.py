@@ -18,6 +18,7 @@ from ppl.devices import particle_sharding, select_devices
 from ppl.inverse import smc_inverse_problem
 from ppl.model import compile_model, program_fingerprint, trace_model
 from ppl.posterior import Posterior
+from ppl.smc_diagnostics import warn_if_smc_problems
 from ppl.smc_driver import drive
 from ppl.validation import (
     check_count,
@@ -243,13 +244,7 @@ def smc(
     }
     log_z = np.asarray(result.log_evidence, dtype=np.float64)
     log_evidence = float(np.logaddexp.reduce(log_z) - np.log(runs))
-    if runs > 1 and np.std(log_z) > 1.0:
-        warnings.warn(
-            f"the log-evidence estimates of the {runs} runs spread by {np.std(log_z):.2f} nats; "
-            "use more particles or MCMC steps",
-            stacklevel=2,
-        )
-    return Posterior(
+    post = Posterior(
         samples=samples,
         stats={
             "log_marginal_likelihood": log_z,
@@ -269,6 +264,8 @@ def smc(
             "seed": seed if isinstance(seed, int) else -1,
         },
     )
+    warn_if_smc_problems(post, stacklevel=2)
+    return post
 
 
 def _check_diffusion_options(options):

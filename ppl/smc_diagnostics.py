@@ -9,9 +9,11 @@ Sequential Monte Carlo*, ch. 8.6 and 17.2; Dau & Chopin 2022, sec. 4):
   tempered ladder keeps its ESS at ``target_ess * N`` by construction);
 * **too few distinct particles** at the end: resampling duplicates particles and only the MCMC
   moves make them distinct again; a low fraction means the moves barely moved them (tempered)
-  or the last weights were degenerate (diffusion time); and fewer than 100 in all is too few
-  for the posterior's mean whatever the weights did (the usual floor on an ESS; with one run,
-  as along diffusion time, nothing else here sees the Monte Carlo error);
+  or the last weights were degenerate (diffusion time). Waste-free SMC keeps every state of
+  its chains, rejected proposals' repeats included, so there only the acceptance of the moves
+  is checked. Fewer than 100 distinct particles in all is too few for the posterior's mean
+  whatever the weights did (the usual floor on an ESS; with one run, as along diffusion time,
+  nothing else here sees the Monte Carlo error);
 * **moves that rarely accept** (tempered): the acceptance rate of the rejuvenation kernel at a
   stage;
 * **independent runs that disagree**: the spread of the runs' log-evidence estimates (above
@@ -26,6 +28,7 @@ Sequential Monte Carlo*, ch. 8.6 and 17.2; Dau & Chopin 2022, sec. 4):
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -139,7 +142,8 @@ def diagnose_smc(
             f"only {distinct_count} distinct particle(s) in a run (< {min_distinct_particles}): "
             "too few to represent the posterior, whatever the weights did; use more particles"
         )
-    if distinct < min_distinct:
+    waste_free = tempered and bool(post.attrs.get("waste_free", 0))
+    if distinct < min_distinct and not waste_free:
         cure = (
             "the moves barely moved the resampled particles; raise num_mcmc_steps or use waste_free"
             if tempered
@@ -197,6 +201,22 @@ def diagnose_smc(
                     "MCMC steps"
                 )
     return SMCDiagnosis(runs, particles, distinct, tempered, problems=problems, **result)
+
+
+def warn_if_smc_problems(post, stacklevel: int) -> None:
+    """Warn once after a weighted SMC run whose checks failed, listing every problem, as
+    :func:`ppl.diagnostics.warn_if_problems` does after MCMC. An interrupted run (warned about
+    already) and DPS (a heuristic without weights, which every diagnosis flags as such) are
+    left to ``post.diagnose()``."""
+    if post.partial or str(post.attrs.get("method", "")) == "smc/diffusion/dps":
+        return
+    diagnosis = diagnose_smc(post)
+    if not diagnosis.ok:
+        warnings.warn(
+            "SMC sampling problems (print(post.diagnose()) for the report):\n"
+            + "\n".join(f"- {p}" for p in diagnosis.problems),
+            stacklevel=stacklevel + 1,
+        )
 
 
 def _latent_matrix(post) -> np.ndarray:

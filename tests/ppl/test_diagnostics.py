@@ -171,6 +171,15 @@ def test_smc_diagnosis_passes_a_healthy_tempered_run():
     assert str(d).startswith("4 run(s) x 400 particles: no problems found")
 
 
+def test_smc_warns_after_a_run_whose_checks_fail_and_not_after_a_healthy_one():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a healthy run warns about nothing
+        ppl.smc(normal_mean, y=Y, particles=400, seed=0, progress_bar=False)
+    with pytest.warns(UserWarning, match="SMC sampling problems") as caught:
+        ppl.smc(normal_mean, y=Y, particles=60, seed=0, progress_bar=False)
+    assert "- only 60 distinct particle(s) in a run (< 100)" in str(caught[0].message)
+
+
 def _smc_posterior(x, method="smc/tempered/rwmh", **fields):
     return ppl.Posterior(samples={"x": x}, attrs={"method": method}, **fields)
 
@@ -183,10 +192,13 @@ def test_each_smc_check_fires_on_a_run_built_to_fail_it():
     )
     assert healthy.diagnose().ok, str(healthy.diagnose())
 
-    stuck = _smc_posterior(np.repeat(x[:, :50], 4, axis=1))  # 25% distinct
+    stuck = _smc_posterior(np.repeat(x, 4, axis=1))  # 200 of 800 distinct
     assert any(
         p.startswith("only 25% of the particles are distinct") for p in stuck.diagnose().problems
     )
+    # waste-free chains keep their rejected proposals' repeats: not a problem in itself
+    stuck.attrs["waste_free"] = 10
+    assert stuck.diagnose().ok, str(stuck.diagnose())
 
     rates = np.array([[np.nan, 0.5, 0.03], [np.nan, 0.4, 0.3], [np.nan] * 3, [np.nan] * 3])
     rejecting = _smc_posterior(x, stages={"acceptance_rate": rates})
