@@ -14,7 +14,12 @@ from ppl.mcmc_sampler import mcmc  # noqa: E402
 from ppl.posterior import Posterior  # noqa: E402
 from ppl.predictive import predictive  # noqa: E402
 from ppl.smc import smc  # noqa: E402
-from ppl.state_space import StateSpaceModel, particle_filter, pmmh  # noqa: E402
+from ppl.state_space import (  # noqa: E402
+    StateSpaceModel,
+    log_likelihood_estimates,
+    particle_filter,
+    pmmh,
+)
 
 __all__ = [
     "DiffusionPrior",
@@ -25,6 +30,7 @@ __all__ = [
     "guided",
     "product",
     "superpose",
+    "log_likelihood_estimates",
     "particle_filter",
     "pmmh",
     "deterministic",
