@@ -96,8 +96,8 @@ def mcmc(
     key_init, key = jax.random.split(key)
     if init is None:  # the search for finite starts runs inside init_state's program
         candidates = compiled.initial_candidates(key_init, chains)
-    else:  # one candidate per chain: the given values
-        candidates = _positions_from_init(compiled, key_init, chains, init)[:, None, :]
+    else:  # the given values, with random values of the other sites
+        candidates = _positions_from_init(compiled, key_init, chains, init)
     candidates = shard_leading(candidates, chain_devices)
     warm_state, found = program.init_state(candidates, jax.random.split(key_init, chains))
     if init is None:
@@ -350,10 +350,15 @@ def _check_init(compiled: CompiledModel, chains: int, init: dict) -> dict:
 
 
 def _positions_from_init(compiled: CompiledModel, key, chains: int, init: dict):
-    """Starts with the sites given in ``init`` (checked by :func:`_check_init`) fixed and the
-    others Stan-style random."""
-    random_positions = compiled.initial_positions(key, chains)
-    fixed = jax.vmap(compiled.to_constrained)(random_positions)
-    for name, value in init.items():
-        fixed[name] = jnp.asarray(value, dtype=jnp.result_type(float))
-    return jax.vmap(compiled.to_unconstrained)(fixed)
+    """``(chains, attempts, dim)`` candidate starts with the sites given in ``init`` (checked
+    by :func:`_check_init`) at their values and the others Stan-style random
+    (:meth:`~ppl.model.CompiledModel.start_with`); the chain starts at its first candidate
+    where the density and gradient are finite, so random values of the others that make the
+    density infinite are drawn again, as numpyro's ``init_to_value`` does."""
+    given = {name: jnp.asarray(value, dtype=jnp.result_type(float)) for name, value in init.items()}
+    candidates = compiled.initial_candidates(key, chains)
+
+    def one_chain(rows, values):
+        return jax.vmap(lambda row: compiled.start_with(row, values))(rows)
+
+    return jax.vmap(one_chain)(candidates, given)

@@ -178,16 +178,35 @@ class CompiledModel:
     def to_unconstrained(self, values: dict):
         """Dict of constrained latent values -> flat unconstrained vector (each site's inverse
         bijection taken from its support in a run of the model at these values)."""
+        flat, _ = ravel_pytree(self._unconstrained_values(values))
+        return flat
+
+    def _unconstrained_values(self, values: dict) -> dict:
         values = {n: jnp.asarray(values[n]) for n in self.latents}
         trace = self._trace(values)
-        unconstrained = {
+        return {
             n: values[n]
             if s.is_diffusion_prior
             else biject_to(trace[n]["fn"].support).inv(values[n])
             for n, s in self.latents.items()
         }
-        flat, _ = ravel_pytree(unconstrained)
-        return flat
+
+    def start_with(self, flat, given: dict):
+        """The unconstrained point whose constrained values are ``given`` at the given sites
+        and follow ``flat`` at the others (numpyro's ``init_to_value`` on top of a random
+        start): the others keep their *unconstrained* values, so a site whose support moves
+        with a given one (``b ~ Uniform(a, a + 2)`` with ``a`` given) stays inside it.
+
+        A given site's unconstrained value depends on its parents' constrained values, which
+        may depend on other given sites: one pass per given site settles every chain of such
+        dependencies (each pass fixes at least one more link)."""
+        unconstrained = self.unravel(flat)
+        for _ in range(len(given)):
+            values = self.to_constrained(ravel_pytree(unconstrained)[0])
+            values.update({n: jnp.asarray(v, values[n].dtype) for n, v in given.items()})
+            pulled_back = self._unconstrained_values(values)
+            unconstrained.update({n: pulled_back[n] for n in given})
+        return ravel_pytree(unconstrained)[0]
 
     def _trace(self, constrained: dict):
         substituted = handlers.substitute(

@@ -228,9 +228,47 @@ def test_init_one_start_per_chain():
     compiled = compile_model(normal_mean, (), {"y": Y})
     for given, expected in (([-5.0, 0.0, 5.0], [-5.0, 0.0, 5.0]), (2.0, [2.0, 2.0, 2.0])):
         init = mcmc_module._check_init(compiled, 3, {"mu": np.array(given)})
-        flat = mcmc_module._positions_from_init(compiled, jax.random.PRNGKey(0), 3, init)
+        flat = mcmc_module._positions_from_init(compiled, jax.random.PRNGKey(0), 3, init)[:, 0]
         starts = jax.vmap(compiled.to_constrained)(flat)["mu"]
         np.testing.assert_allclose(starts, expected, rtol=1e-6)
+
+
+def _moving_support():
+    a = numpyro.sample("a", dist.Normal(0.0, 1.0))
+    b = numpyro.sample("b", dist.Uniform(a, a + 2.0))
+    c = numpyro.sample("c", dist.Uniform(b, b + 1.0))
+    numpyro.sample("obs", dist.Normal(c, 1.0), obs=1.0)
+
+
+@pytest.mark.parametrize(
+    "given", [{"a": 1.0}, {"a": 1.0, "b": 2.5}, {"b": 0.3, "c": 1.2}, {"a": -1.0, "c": 0.5}]
+)
+def test_init_of_a_site_whose_value_moves_another_sites_support(given):
+    """``b ~ Uniform(a, a + 2)`` with ``a`` given: the sites not given keep their random
+    *unconstrained* values (numpyro's init_to_value), so they lie inside the supports that the
+    given values make; every given value is reached exactly, whatever the order of the
+    dependencies. A given value that fits some random values of its parents only is started
+    from a candidate where it fits. (The others used to be kept constrained, outside the new
+    support: refused.)"""
+    import jax
+
+    import ppl.mcmc_sampler as mcmc_module
+    from ppl.model import compile_model
+
+    compiled = compile_model(_moving_support, (), {})
+    init = mcmc_module._check_init(compiled, 8, given)
+    candidates = mcmc_module._positions_from_init(compiled, jax.random.PRNGKey(0), 8, init)
+    starts = jax.vmap(jax.vmap(compiled.to_constrained))(candidates)
+    a, b, c = (np.asarray(starts[n]) for n in "abc")
+    inside = (a < b) & (b < a + 2.0) & (b < c) & (c < b + 1.0)
+    if given.keys() <= {"a", "b"}:  # only parents given: every candidate is valid
+        assert np.all(inside)
+    else:  # a given c lies in (b, b + 1) for some random b only: those candidates are taken
+        assert 0.2 < inside.mean() < 0.8 and np.all(np.any(inside, axis=1))
+    for name, value in given.items():
+        np.testing.assert_allclose(starts[name][inside], value, rtol=1e-6)
+    post = ppl.mcmc(_moving_support, init=given, chains=2, warmup=20, draws=5, progress_bar=False)
+    assert np.all(np.isfinite(post.samples["c"]))
 
 
 @pytest.mark.arviz
