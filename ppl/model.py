@@ -391,7 +391,9 @@ class CompiledModel:
         latent = {n: samples[n] for n in self.latents}
         if self.enumerated:
             return jax.vmap(self._marginal_pointwise)(latent)
-        lls = _numpyro_log_likelihood(self.traceable_model, latent, *self.args, **self.kwargs)
+        # seeded with the key the log density uses: a sample site hidden by ``block`` draws
+        model = handlers.seed(self.traceable_model, rng_seed=0)
+        lls = _numpyro_log_likelihood(model, latent, *self.args, **self.kwargs)
         return {n: v for n, v in lls.items() if n in self.observed}
 
     def _marginal_pointwise(self, latent: dict) -> dict:

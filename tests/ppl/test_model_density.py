@@ -89,6 +89,26 @@ def test_log_density_is_numpyros_potential_energy(model, args):
     np.testing.assert_allclose(round_trip, flats, atol=1e-4)
 
 
+def test_a_sample_site_hidden_by_block_does_not_break_the_pointwise_log_likelihood():
+    """``handlers.block`` hides a draw from the trace: numpyro's MCMC runs such a model; the
+    pointwise log-likelihood (ArviZ's log_likelihood group) used to fail with a bare
+    AssertionError after sampling, for want of a PRNG key."""
+
+    def blocked(y):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 3.0))
+        with handlers.block():
+            numpyro.sample("nuisance", dist.Normal(0.0, 1.0))
+        with numpyro.plate("n", len(y)):
+            numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    compiled = compile_model(blocked, (Y_VEC,))
+    assert list(compiled.latents) == ["mu"]
+    mu = jnp.array([0.0, 1.5])
+    pointwise = compiled.pointwise_log_likelihood({"mu": mu})["y"]
+    expected = dist.Normal(mu[:, None], 1.0).log_prob(Y_VEC)
+    np.testing.assert_allclose(pointwise, expected, rtol=1e-6)
+
+
 def test_the_jacobian_of_a_latent_bounded_site_is_in_the_prior_part():
     compiled = compile_model(latent_bounds, (0.5,))
     flat = jnp.array([0.3, -0.7])
