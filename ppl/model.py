@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import re
+import sys
 import types
 import warnings
 import weakref
@@ -1069,11 +1070,12 @@ def function_fingerprint(fn, depth: int = 0, seen: set | None = None):
     """The values a Python function reads from its module globals and its closure, each by
     :func:`_value_fingerprint` (arrays by content, so that changing a global ``A`` or a prior
     scale between calls is seen), following the plain functions it calls up to
-    ``FINGERPRINT_DEPTH`` levels; modules and classes by identity. A bound method adds its
-    object's attributes; a callable object is its attributes and its ``__call__``; a
-    ``partial`` its bound arguments. ``None`` when a value is neither an array, a pytree of
-    arrays, a user object made of those, nor hashable (a mutable container of other
-    things)."""
+    ``FINGERPRINT_DEPTH`` levels; library modules by identity, a user's module by the
+    attributes the function reads from it (:func:`_read_fingerprint`), a user's class by its
+    data attributes. A bound method adds its object's attributes; a callable object is its
+    attributes and its ``__call__``; a ``partial`` its bound arguments. ``None`` when a value
+    is neither an array, a pytree of arrays, a user object made of those, nor hashable (a
+    mutable container of other things)."""
     seen = set() if seen is None else seen
     if getattr(fn, "__code__", None) is None and getattr(fn, "func", None) is None:
         return _value_fingerprint(fn, depth, seen)  # a callable object
@@ -1099,7 +1101,7 @@ def function_fingerprint(fn, depth: int = 0, seen: set | None = None):
     parts = []
     for name in sorted(names):
         if name in module_globals:
-            value = _value_fingerprint(module_globals[name], depth, seen)
+            value = _read_fingerprint(module_globals[name], names, depth, seen)
             if value is None:
                 return None
             parts.append((name, value))
@@ -1108,11 +1110,40 @@ def function_fingerprint(fn, depth: int = 0, seen: set | None = None):
             contents = cell.cell_contents
         except ValueError:  # an empty cell (a name assigned later)
             continue
-        value = _value_fingerprint(contents, depth, seen)
+        value = _read_fingerprint(contents, names, depth, seen)
         if value is None:
             return None
         parts.append((index, value))
     return tuple(parts)
+
+
+def _read_fingerprint(value, names: set, depth: int, seen: set):
+    """A value a function reads: by :func:`_value_fingerprint`, except a module of the user's
+    (a ``settings.py`` of constants), which is its identity and those of its attributes whose
+    names the function's code uses (``settings.LOC``), each by :func:`_read_fingerprint`."""
+    if not (isinstance(value, types.ModuleType) and _is_user_module(value)):
+        return _value_fingerprint(value, depth, seen)
+    if depth > FINGERPRINT_DEPTH:
+        return None
+    parts = [_Ref(value)]
+    for name in sorted(names):
+        if name.startswith("__") or not hasattr(value, name):
+            continue
+        part = _read_fingerprint(getattr(value, name), names, depth + 1, seen)
+        if part is None:
+            return None
+        parts.append((name, part))
+    return tuple(parts)
+
+
+def _is_user_module(module: types.ModuleType) -> bool:
+    """A module the user wrote: neither a library of :data:`LIBRARY_MODULES`, nor the
+    standard library, nor an installed package."""
+    root = module.__name__.split(".")[0]
+    if root in LIBRARY_MODULES or root in sys.stdlib_module_names:
+        return False
+    path = getattr(module, "__file__", None) or ""
+    return not any(part in path for part in ("site-packages", "dist-packages"))
 
 
 def _value_fingerprint(value, depth: int, seen: set):

@@ -162,6 +162,40 @@ def test_objects_are_followed_into_their_attributes():
     assert program_fingerprint(Regression(np.ones(3))) == program_fingerprint(reg)
 
 
+def test_a_users_settings_module_is_followed_into_the_attributes_read(monkeypatch):
+    """``import settings; Normal(settings.LOC, 1)``: a module of the user's is its attributes
+    that the model reads (a change to another attribute keeps the program; library modules
+    such as ``jnp`` stay by identity). The program used to be kept after ``settings.LOC``
+    changed (posterior mean 0.08 where 10 was right)."""
+    import sys
+    import types
+
+    settings = types.ModuleType("user_settings_for_a_test")
+    settings.LOC, settings.UNUSED = 0.0, np.zeros(3)
+    settings.nested = types.ModuleType("user_settings_for_a_test.nested")
+    settings.nested.SCALE = 1.0
+    monkeypatch.setitem(sys.modules, settings.__name__, settings)
+    monkeypatch.setitem(globals(), "user_settings", settings)
+
+    def reads_settings():
+        scale = user_settings.nested.SCALE  # noqa: F821 - the module set above
+        ppl.sample("x", dist.Normal(user_settings.LOC, scale))  # noqa: F821
+
+    before = program_fingerprint(reads_settings)
+    settings.UNUSED[:] = 1.0
+    assert program_fingerprint(reads_settings) == before
+    settings.nested.SCALE = 2.0
+    assert program_fingerprint(reads_settings) != before
+    settings.nested.SCALE = 1.0
+    assert program_fingerprint(reads_settings) == before
+    run = dict(chains=2, warmup=100, draws=200, seed=0, progress_bar=False)
+    first = ppl.mcmc(reads_settings, **run).samples["x"].mean()
+    settings.LOC = 10.0
+    second = ppl.mcmc(reads_settings, **run).samples["x"].mean()
+    assert abs(first) < 0.5 and abs(second - 10.0) < 0.5, (first, second)
+    assert stable_digest(reads_settings) is not None
+
+
 def test_bound_method_and_array_changed_in_place_change_the_posterior():
     """End to end (posterior mean 50 ybar / 51 with 5 points, prior sd 10, noise sd 1)."""
     run = dict(chains=2, warmup=200, draws=200, seed=0, progress_bar=False)
