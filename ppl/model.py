@@ -1021,7 +1021,7 @@ def stable_digest(fn, args=(), kwargs=None) -> str | None:
     return hashlib.sha1("".join(parts).encode()).hexdigest()
 
 
-FINGERPRINT_DEPTH = 4
+FINGERPRINT_DEPTH = 8
 # functions of these packages are summarised by identity, not followed into their globals
 LIBRARY_MODULES = frozenset(
     {"jax", "jaxlib", "numpyro", "numpy", "scipy", "funsor", "optax", "arviz", "blackjax"}
@@ -1070,17 +1070,20 @@ def function_fingerprint(fn, depth: int = 0, seen: set | None = None):
     """The values a Python function reads from its module globals and its closure, each by
     :func:`_value_fingerprint` (arrays by content, so that changing a global ``A`` or a prior
     scale between calls is seen), following the plain functions it calls up to
-    ``FINGERPRINT_DEPTH`` levels; library modules by identity, a user's module by the
-    attributes the function reads from it (:func:`_read_fingerprint`), a user's class by its
-    data attributes. A bound method adds its object's attributes; a callable object is its
-    attributes and its ``__call__``; a ``partial`` its bound arguments. ``None`` when a value
-    is neither an array, a pytree of arrays, a user object made of those, nor hashable (a
-    mutable container of other things)."""
+    ``FINGERPRINT_DEPTH`` levels (deeper calls give ``None``: no reuse); library modules by
+    identity, a user's module by the attributes the function reads from it
+    (:func:`_read_fingerprint`), a user's class by its data attributes. A bound method adds
+    its object's attributes; a callable object is its attributes and its ``__call__``; a
+    ``partial`` its bound arguments. ``None`` when a value is neither an array, a pytree of
+    arrays, a user object made of those, nor hashable (a mutable container of other
+    things)."""
     seen = set() if seen is None else seen
     if getattr(fn, "__code__", None) is None and getattr(fn, "func", None) is None:
         return _value_fingerprint(fn, depth, seen)  # a callable object
-    if id(fn) in seen or depth > FINGERPRINT_DEPTH:
-        return ()
+    if id(fn) in seen:
+        return ()  # its reads are in the fingerprint already
+    if depth > FINGERPRINT_DEPTH:
+        return None  # reads not followed: no reuse, rather than a stale program
     seen.add(id(fn))
     if isinstance(fn, types.MethodType):
         owner = _value_fingerprint(fn.__self__, depth + 1, seen)

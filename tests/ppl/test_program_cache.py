@@ -81,6 +81,38 @@ def test_an_unsummarisable_global_means_no_reuse(monkeypatch):
     assert program_fingerprint(global_prior, (1.0,)) != program_fingerprint(global_prior, (1.0,))
 
 
+def _helpers_reading_prior_loc(levels: int):
+    """A model whose prior location is read ``levels`` helper calls down."""
+
+    def read():
+        return PRIOR_LOC
+
+    def calling(inner):
+        def call():
+            return inner()
+
+        return call
+
+    for _ in range(levels - 1):
+        read = calling(read)
+
+    def model():
+        ppl.sample("x", dist.Normal(read(), 1.0))
+
+    return model
+
+
+def test_a_global_read_deep_in_helper_calls_is_seen_or_disables_reuse(monkeypatch):
+    """A global read 6 helper calls down is followed; past ``FINGERPRINT_DEPTH`` the program
+    is not reused (it used to be: a global read 5 calls down kept the stale program)."""
+    shallow, deep = _helpers_reading_prior_loc(6), _helpers_reading_prior_loc(12)
+    before = program_fingerprint(shallow)
+    assert program_fingerprint(shallow) == before
+    monkeypatch.setattr(f"{__name__}.PRIOR_LOC", 5.0)
+    assert program_fingerprint(shallow) != before
+    assert program_fingerprint(deep) != program_fingerprint(deep)
+
+
 def test_each_entry_point_keys_its_program_by_the_globals(monkeypatch):
     nuts = mcmc_sampler.get_kernel("nuts")
     program = mcmc_sampler._program(global_prior, (1.0,), {}, nuts, 1, 10, 20, 20)
