@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -105,8 +106,15 @@ def apply_eps(params: dict, x: Array, t, sde: SDE, sigma_data: float = 1.0) -> A
     return h
 
 
-def make_score_fn(params: dict, sde: SDE, sigma_data: float = 1.0) -> Callable:
-    """``score_fn(x, t) = -eps_theta(x, t) / sigma_t`` (batch convention ``(N, d) -> (N, d)``)."""
+def make_score_fn(params: dict, sde: SDE, sigma_data: float | None = None) -> Callable:
+    """``score_fn(x, t) = -eps_theta(x, t) / sigma_t`` (batch convention ``(N, d) -> (N, d)``).
+
+    ``sigma_data`` (the input scaling ``c_in``) defaults to the value :func:`train` stored in
+    ``params``, which the network was trained with (1 for parameters that have none): another
+    value feeds the network inputs on another scale, and it samples another law."""
+    if sigma_data is None:
+        sigma_data = float(params.get("sigma_data", 1.0))
+    params = {k: v for k, v in params.items() if k != "sigma_data"}
 
     def score_fn(x, t):
         return -apply_eps(params, x, t, sde, sigma_data) / sde.marginal_std(t)
@@ -142,10 +150,11 @@ def train(
 ):
     """Train an epsilon-MLP on ``data`` (n, d) by DSM with Adam and cosine learning-rate decay.
 
-    Runs ``steps`` optimiser steps in jitted chunks of ``chunk`` steps (one ``lax.scan`` each),
-    with a tqdm bar over chunks. ``sigma_data`` defaults to the data's overall std. Returns
-    ``(params, losses)`` with ``losses`` the per-step minibatch loss, shape ``(steps,)``; the
-    parameter dict also stores ``sigma_data``. Interrupting (Ctrl-C) returns what was trained.
+    Runs ``steps`` optimiser steps in jitted chunks of ``chunk`` steps (one ``lax.scan`` each;
+    a shorter last chunk when ``chunk`` does not divide ``steps``), with a tqdm bar.
+    ``sigma_data`` defaults to the data's overall std. Returns ``(params, losses)`` with
+    ``losses`` the per-step minibatch loss, shape ``(steps,)``; the parameter dict also stores
+    ``sigma_data``. Interrupting (Ctrl-C) returns what was trained.
     """
     data = jnp.asarray(data, jnp.float32)
     n, d = data.shape
@@ -165,26 +174,25 @@ def train(
         upd, o = opt.update(g, o, p)
         return (optax.apply_updates(p, upd), o), loss
 
-    @jax.jit
-    def run_chunk(p, o, k):
-        (p, o), losses = jax.lax.scan(one, (p, o), jax.random.split(k, chunk))
+    @partial(jax.jit, static_argnums=3)
+    def run_chunk(p, o, k, length):
+        (p, o), losses = jax.lax.scan(one, (p, o), jax.random.split(k, length))
         return p, o, losses
 
-    n_chunks = -(-steps // chunk)
+    lengths = [chunk] * (steps // chunk) + ([steps % chunk] if steps % chunk else [])
     losses = []
-    it = range(n_chunks)
     bar = None
     if progress_bar:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=n_chunks * chunk, desc="DSM training", unit="step")
+        bar = tqdm(total=steps, desc="DSM training", unit="step")
     try:
-        for _ in it:
+        for length in lengths:
             key, k = jax.random.split(key)
-            params, opt_state, l = run_chunk(params, opt_state, k)
+            params, opt_state, l = run_chunk(params, opt_state, k, length)
             losses.append(np.asarray(l))
             if bar is not None:
-                bar.update(chunk)
+                bar.update(length)
                 bar.set_postfix(loss=f"{float(np.mean(losses[-1])):.4f}")
     except KeyboardInterrupt:
         pass
@@ -193,7 +201,7 @@ def train(
             bar.close()
     params = dict(params)
     params["sigma_data"] = jnp.asarray(sd, jnp.float32)
-    loss_arr = np.concatenate(losses)[:steps] if losses else np.zeros((0,))
+    loss_arr = np.concatenate(losses) if losses else np.zeros((0,))
     return params, jnp.asarray(loss_arr)
 
 
@@ -212,18 +220,25 @@ def _sde_from_arrays(arrs) -> SDE:
     return cls(**kwargs)
 
 
+def _npz_path(path) -> str:
+    """``path`` with the ``.npz`` suffix that ``np.savez`` adds when it is missing."""
+    path = os.fspath(path)
+    return path if path.endswith(".npz") else path + ".npz"
+
+
 def save(path: str, params: dict, sde: SDE | None = None) -> None:
-    """Save a parameter dict (and optionally its SDE) to ``.npz`` (no pickles)."""
+    """Save a parameter dict (and optionally its SDE) to ``.npz`` (no pickles); ``.npz`` is
+    added to a ``path`` without it, as :func:`load` expects."""
     arrays = {f"param_{k}": np.asarray(v) for k, v in params.items()}
     if sde is not None:
         arrays.update(_sde_to_arrays(sde))
-    np.savez(path, **arrays)
+    np.savez(_npz_path(path), **arrays)
 
 
 def load(path: str, return_sde: bool = False):
-    """Load parameters saved by :func:`save` (``allow_pickle=False``); with ``return_sde`` also
-    the stored SDE (or None)."""
-    with np.load(path, allow_pickle=False) as f:
+    """Load parameters saved by :func:`save` (``allow_pickle=False``; ``.npz`` is added to a
+    ``path`` without it); with ``return_sde`` also the stored SDE (or None)."""
+    with np.load(_npz_path(path), allow_pickle=False) as f:
         params = {k[6:]: jnp.asarray(f[k]) for k in f.files if k.startswith("param_")}
         sde = _sde_from_arrays({k: f[k] for k in f.files}) if "sde_name" in f.files else None
     return (params, sde) if return_sde else params
@@ -244,8 +259,7 @@ def toy2d_data(n: int = 20_000, seed: int = 0) -> Array:
 def load_toy2d(path: str | None = None):
     """The shipped toy model: ``(score_fn, sde)`` with ``score_fn(x (N, 2), t) -> (N, 2)``."""
     params, sde = load(TOY2D_PATH if path is None else path, return_sde=True)
-    sd = float(params.pop("sigma_data", 1.0))
-    return make_score_fn(params, sde, sd), sde
+    return make_score_fn(params, sde), sde
 
 
 TOY_MODELS = ("circle", "four_modes", "up", "down")
