@@ -91,6 +91,14 @@ def _check_beta(beta, name: str = "beta") -> None:
             raise ValueError(f"{name}(tau) must return a scalar; got shape {vals.shape[1:]}")
         if not np.all(np.isfinite(vals)) or np.any(vals <= 0):
             raise ValueError(f"{name}(tau) must be > 0 on [0, 1]; got {vals} at tau = 0, 0.5, 1")
+        try:  # the sampler calls it inside a compiled program, with a traced tau
+            jax.eval_shape(beta, jax.ShapeDtypeStruct((), jnp.result_type(float)))
+        except Exception as err:  # noqa: BLE001 - re-raised with context
+            raise ValueError(
+                f"{name}(tau) must be traceable by jax.jit with a traced tau (jnp.where rather "
+                "than if, jnp rather than float() or numpy); tracing it failed: "
+                f"{type(err).__name__}: {str(err).splitlines()[0]}"
+            ) from err
         return
     if isinstance(beta, bool | str):  # float() would take True and "2"
         raise TypeError(f"{name} must be a float or a callable beta(tau); got {beta!r}")
@@ -261,6 +269,9 @@ def superpose(*priors, mode: str = "or", weights=None, temperature: float = 1.0)
         mode: ``"or"`` (mixture) or ``"and"`` (equal densities).
         weights: OR mixture weights ``omega`` (normalised; default uniform).
         temperature: OR softmax temperature ``T`` (1: exact mixture).
+
+    ``weights`` and ``temperature`` shape the OR mixture only: AND refuses them (the equal-
+    density condition has neither).
     """
     if len(priors) < 2:
         raise ValueError(f"superpose needs at least two priors, got {len(priors)}")
@@ -270,6 +281,17 @@ def superpose(*priors, mode: str = "or", weights=None, temperature: float = 1.0)
     _check_compatible([(f"priors[{i}]", _as_composition(p, "")) for i, p in enumerate(priors)])
     if mode not in ("or", "and"):
         raise ValueError(f"mode must be 'or' or 'and', got {mode!r}")
+    if mode == "and":
+        ignored = [
+            n
+            for n, v in (("weights", weights), ("temperature", temperature))
+            if v is not None and not (n == "temperature" and v == 1.0)
+        ]
+        if ignored:
+            raise ValueError(
+                f"superpose(mode='and') takes no {' or '.join(f'{n}=' for n in ignored)}: "
+                "weights and temperature shape the OR mixture only"
+            )
     if weights is not None:
         try:
             w = np.asarray(weights, float)

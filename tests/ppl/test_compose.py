@@ -73,6 +73,22 @@ def test_validation_names_the_argument(priors):
         C.superpose(p1, p2, mode="xor")
     with pytest.raises(ValueError, match="weights"):
         C.superpose(p1, p2, weights=[1.0, -1.0])
+    # AND has no mixture weights or temperature: refused, not dropped (they were ignored)
+    with pytest.raises(ValueError, match=r"mode='and'\) takes no weights="):
+        C.superpose(p1, p2, mode="and", weights=[0.1, 0.9])
+    with pytest.raises(ValueError, match="takes no weights= or temperature="):
+        C.superpose(p1, p2, mode="and", weights=[0.1, 0.9], temperature=100.0)
+    assert C.superpose(p1, p2, mode="and", temperature=1.0).mode == "and"
+    # beta(tau) runs traced inside the sampler: Python control flow on tau, float() or numpy
+    # used to pass the check at concrete tau and fail in compilation with a bare JAX error
+    for untraceable in (
+        lambda tau: 3.0 if tau > 0.5 else 1.0,
+        lambda tau: float(1.0 + 2.0 * tau),
+        lambda tau: np.exp(np.asarray(tau)),
+    ):
+        with pytest.raises(ValueError, match=r"beta\(tau\) must be traceable by jax.jit"):
+            C.anneal(p1, untraceable)
+    C.anneal(p1, lambda tau: jnp.where(tau > 0.5, 3.0, 1.0))
     with pytest.raises(TypeError, match="prior"):
         C.anneal("not a prior", 2.0)
     with pytest.raises(ValueError, match="tempered"):
