@@ -294,3 +294,11 @@ def test_predictions_at_new_inputs_go_to_the_predictions_group():
     data = post.to_arviz()
     assert data.posterior_predictive["y"].shape == (2, 5, 6)
     assert data.predictions["y"].shape == (2, 5, 2)
+    # new covariates of the data's shape are predictions too (the group went by shape alone)
+    shifted = ppl.Posterior(
+        samples=post.samples, observed_data={"y": y}, compiled=compile_model(line, (x, y), {})
+    )
+    ppl.predictive(line, x + 3.0, posterior=shifted, y=None, seed=0)
+    assert list(shifted.predictive) == ["predictions"]
+    ppl.predictive(line, x=x, posterior=shifted, y=None, seed=0)  # by keyword: the same x
+    assert sorted(shifted.predictive) == ["posterior_predictive", "predictions"]
