@@ -425,11 +425,13 @@ class CompiledModel:
         plain = handlers.trace(handlers.seed(model, rng_seed=0)).get_trace(
             *self.args, **self.kwargs
         )
-        discrete = sum(_log_prob(enumerated[n]) for n in self.enumerated)
+        # unscaled, as numpyro's log_likelihood of a model without discrete sites: a scale
+        # handler weights the sites in the joint density, not the pointwise likelihood
+        discrete = sum(_unscaled_log_prob(enumerated[n]) for n in self.enumerated)
         pointwise = {}
         for name in self.observed:
-            expected = jnp.shape(_log_prob(plain[name]))
-            total = discrete + _log_prob(enumerated[name])
+            expected = jnp.shape(_unscaled_log_prob(plain[name]))
+            total = discrete + _unscaled_log_prob(enumerated[name])
             enum_dims = total.ndim - self.max_plate_nesting
             if enum_dims > 0:
                 total = jax.nn.logsumexp(total, axis=tuple(range(enum_dims)))
@@ -511,6 +513,10 @@ class _DropLikelihood(handlers.Messenger):
             and not msg["name"].endswith(JACOBIAN_SUFFIX)
         ):
             msg["fn"] = msg["fn"].mask(False)
+
+
+def _unscaled_log_prob(site):
+    return site["fn"].log_prob(site["value"])
 
 
 def _site_log_prob(site):

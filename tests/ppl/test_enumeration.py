@@ -159,6 +159,22 @@ def test_pointwise_log_likelihood_is_the_marginal(nuts_on_shifted_mixture):
     np.testing.assert_allclose(post.log_likelihood["y"], expected, rtol=1e-5, atol=1e-5)
 
 
+def test_pointwise_log_likelihood_under_a_scale_handler_is_unscaled():
+    """numpyro's convention (its log_likelihood of a model without discrete sites): the scale
+    handler weights the joint density, not log p(y_i | theta). It used to be
+    log sum_z exp(s log p(z) + s log p(y_i | z)), neither the marginal nor s times it."""
+    from numpyro import handlers
+
+    compiled = compile_model(handlers.scale(shifted_mixture, scale=2.0), (Y,))
+    theta = np.array([-0.5, 1.0])
+    pointwise = compiled.pointwise_log_likelihood({"theta": jnp.asarray(theta)})["y"]
+    theta = theta[:, None]
+    expected = np.logaddexp(
+        np.log(0.7) - 0.5 * (Y - theta) ** 2, np.log(0.3) - 0.5 * (Y - theta - SHIFT) ** 2
+    ) - 0.5 * np.log(2 * np.pi)
+    np.testing.assert_allclose(pointwise, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_same_seed_same_assignments(nuts_on_shifted_mixture):
     again = ppl.mcmc(shifted_mixture, Y, seed=1, **NUTS_RUN)  # the compiled program is reused
     other = ppl.mcmc(shifted_mixture, Y, seed=2, **NUTS_RUN)
