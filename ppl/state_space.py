@@ -492,27 +492,12 @@ def particle_filter(
     )
 
 
-@partial(jax.jit, static_argnums=(0, 3, 4, 5, 7, 8, 9))
-def _estimates_jit(
-    ssm, ys, keys, num_particles, method, resampling, ess_threshold, proposal, proposal0, contents
-):
+@partial(jax.jit, static_argnums=(0, 3, 4))
+def _estimates_jit(ssm, ys, keys, options, contents):
+    """``log p^N(y)`` of one filter per key; ``options`` are :func:`_run_filter`'s
+    ``(num_particles, method, resampling, ess_threshold, proposal, proposal0)``."""
     del contents  # part of the cache key only
-
-    def one(key):
-        return _run_filter(
-            ssm,
-            ys,
-            key,
-            num_particles,
-            method,
-            resampling,
-            ess_threshold,
-            proposal,
-            proposal0,
-            False,
-        ).log_likelihood
-
-    return jax.lax.map(one, keys)
+    return jax.lax.map(lambda key: _run_filter(ssm, ys, key, *options, False).log_likelihood, keys)
 
 
 def log_likelihood_estimates(
@@ -541,18 +526,9 @@ def log_likelihood_estimates(
     ys_np = _validate(ssm, ys, particles, method, resampling, ess_threshold, proposal, proposal0)
     check_count("runs", runs)
     keys = jax.random.split(seed_key(seed), int(runs))
-    out = _estimates_jit(
-        ssm,
-        _device_ys(ys_np),
-        keys,
-        int(particles),
-        method,
-        resampling,
-        float(ess_threshold),
-        proposal,
-        proposal0,
-        _ssm_contents(ssm, proposal, proposal0),
-    )
+    options = (int(particles), method, resampling, float(ess_threshold), proposal, proposal0)
+    contents = _ssm_contents(ssm, proposal, proposal0)
+    out = _estimates_jit(ssm, _device_ys(ys_np), keys, options, contents)
     estimates = np.asarray(out, dtype=np.float64)
     if not np.all(np.isfinite(estimates)):
         bad = int(np.sum(~np.isfinite(estimates)))
