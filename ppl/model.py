@@ -558,7 +558,14 @@ def trace_model(model: Callable, args: tuple, kwargs: dict, seed: int = 0):
         with handlers.trace() as tr, _TraceValues(seed), handlers.seed(rng_seed=seed):
             model(*args, **kwargs)
     except (TypeError, ValueError) as err:
-        raise type(err)(f"the model raised while being traced: {err}") from err
+        message = f"the model raised while being traced: {err}"
+        if isinstance(err, jax.errors.JAXTypeError):  # built from a tracer, not a message
+            raise TypeError(
+                f"{message}\n(the model runs on JAX tracers: use jnp rather than NumPy, and "
+                "jnp.where / lax.cond rather than Python if, on values computed from samples "
+                "or a scan's counter)"
+            ) from err
+        raise type(err)(message) from err
     except Exception as err:  # noqa: BLE001 - any user error, re-raised with context
         raise RuntimeError(f"the model raised while being traced: {err!r}") from err
     return tr

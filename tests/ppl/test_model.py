@@ -209,6 +209,13 @@ def test_model_that_raises_is_reported_as_such():
     with pytest.raises(RuntimeError, match="the model raised while being traced"):
         compile_model(model)
 
+    def numpy_on_a_tracer():  # JAX's tracer errors cannot be rebuilt from a message
+        x = numpyro.sample("x", dist.Normal(0.0, 1.0))
+        jax.jit(lambda v: float(v))(x)
+
+    with pytest.raises(TypeError, match="(?s)traced: Abstract tracer.*use jnp rather than"):
+        compile_model(numpy_on_a_tracer)
+
 
 def test_log_density_non_finite_everywhere_names_the_site():
     def model():
