@@ -896,16 +896,24 @@ def _plate_dims(site) -> tuple[str | None, ...]:
     """Names for every axis of the site's value: a plate's name at the batch axis of its
     ``dim`` (``plate("groups", 4, dim=-2)`` names the second batch axis from the right,
     whatever is right of it), ``None`` for the other axes and the event axes (which get
-    ``{site}_dim_{i}``). A deterministic site has no event axes."""
+    ``{site}_dim_{i}``). A deterministic site declares no event axes: it has the fewest
+    trailing axes at which every plate's size fits (``exp`` of a ``MultivariateNormal`` in a
+    plate of 6 has shape ``(6, 2)``: one), and no plate names where none fits."""
     shape = np.shape(site["value"])
-    fn = site.get("fn")
-    event_ndim = len(getattr(fn, "event_shape", ())) if site["type"] == "sample" else 0
-    batch_ndim = len(shape) - event_ndim
-    names: list[str | None] = [None] * len(shape)
-    for frame in site.get("cond_indep_stack", []):
-        if frame.dim is not None and -batch_ndim <= frame.dim < 0:
-            names[batch_ndim + frame.dim] = frame.name
-    return tuple(names)
+    frames = [f for f in site.get("cond_indep_stack", []) if f.dim is not None]
+    if site["type"] == "sample":
+        event_ndims = [len(getattr(site.get("fn"), "event_shape", ()))]
+    else:
+        event_ndims = range(len(shape) + 1)
+    for event_ndim in event_ndims:
+        batch_ndim = len(shape) - event_ndim
+        inside = [f for f in frames if -batch_ndim <= f.dim < 0]
+        if site["type"] == "sample" or all(shape[batch_ndim + f.dim] == f.size for f in inside):
+            names: list[str | None] = [None] * len(shape)
+            for frame in inside:
+                names[batch_ndim + frame.dim] = frame.name
+            return tuple(names)
+    return (None,) * len(shape)
 
 
 def data_fingerprint(args, kwargs):

@@ -139,6 +139,8 @@ def test_plate_names_land_on_their_own_axes():
         with numpyro.plate("n", 3):
             b = numpyro.sample("b", dist.MultivariateNormal(np.zeros(2), np.eye(2)))
             numpyro.deterministic("mu", a.sum() + b[:, 0])
+            numpyro.deterministic("b_exp", np.exp(b))  # (3, 2) in the plate: a trailing axis
+            numpyro.deterministic("b_sum", b.sum())  # a scalar inside the plate: no axis
             numpyro.sample("y", dist.Normal(b[:, 0], 1.0), obs=y)
 
     y = np.array([0.1, 0.2, 0.3])
@@ -146,6 +148,8 @@ def test_plate_names_land_on_their_own_axes():
     assert compiled.site_dims["a"] == ("groups", None)
     assert compiled.site_dims["b"] == ("n", None)
     assert compiled.site_dims["mu"] == ("n",)
+    # the plate used to be put on the last axis: 'n' of length 2, and ArviZ refused the export
+    assert compiled.site_dims["b_exp"] == ("n", None) and compiled.site_dims["b_sum"] == ()
     post = Posterior(
         samples={
             "a": np.zeros((C, D, 4, 1)),
