@@ -430,6 +430,16 @@ class CompiledModel:
         discrete = sum(_unscaled_log_prob(enumerated[n]) for n in self.enumerated)
         pointwise = {}
         for name in self.observed:
+            shared = self._shared_discrete_sites(enumerated, name)
+            if shared:
+                warnings.warn(
+                    f"observed site '{name}': no pointwise log-likelihood: its elements depend "
+                    f"on the discrete site(s) {shared}, each shared by several of them (not in "
+                    f"every plate of '{name}'), so they are not independent given the "
+                    "continuous parameters; it is left out of the log_likelihood group",
+                    stacklevel=2,
+                )
+                continue
             expected = jnp.shape(_unscaled_log_prob(plain[name]))
             total = discrete + _unscaled_log_prob(enumerated[name])
             enum_dims = total.ndim - self.max_plate_nesting
@@ -452,6 +462,36 @@ class CompiledModel:
                 continue
             pointwise[name] = jnp.broadcast_to(total, expected)
         return pointwise
+
+    def _shared_discrete_sites(self, enumerated, name: str) -> list[str]:
+        """The discrete sites that the observed site ``name`` depends on, directly or through
+        other discrete sites, and that are not in every plate of ``name``'s (a changepoint
+        ``tau`` shared by all the time steps): with one, ``sum_i log p(y_i | theta)`` is not
+        ``log p(y | theta)``. In the enumerated trace each discrete site's value varies along
+        its own enumeration axis, and a log-density depends on the site where it varies along
+        that axis too."""
+
+        def varies(shape, axis):
+            return axis is not None and len(shape) >= -axis and shape[axis] > 1
+
+        own_axis = {}
+        for z in self.enumerated:
+            shape = jnp.shape(enumerated[z]["value"])
+            axes = [a for a in range(-len(shape), -self.max_plate_nesting) if shape[a] > 1]
+            own_axis[z] = axes[0] if axes else None
+        plates = {
+            n: {frame.name for frame in enumerated[n]["cond_indep_stack"]}
+            for n in (*self.enumerated, name)
+        }
+        frontier = [jnp.shape(_unscaled_log_prob(enumerated[name]))]
+        depends: set[str] = set()
+        while frontier:
+            shape = frontier.pop()
+            for z in self.enumerated:
+                if z not in depends and varies(shape, own_axis[z]):
+                    depends.add(z)
+                    frontier.append(jnp.shape(_unscaled_log_prob(enumerated[z])))
+        return sorted(z for z in depends if not plates[name] <= plates[z])
 
     def initial_candidates(self, key, num: int):
         """``(num, INIT_ATTEMPTS, dim)`` Stan-style candidate starts, uniform on ``(-2, 2)`` on
