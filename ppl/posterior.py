@@ -80,9 +80,12 @@ class Posterior:
                 stats[name] = (("chain",), np.asarray(value))
             groups["sample_stats"] = stats
         if self.log_likelihood:
-            groups["log_likelihood"] = arviz_io.dataset(
-                self.log_likelihood, site_dims=self.site_dims
-            )
+            # one value per batch element: the site's dims without its event axes (the right)
+            batch_dims = {
+                name: self.site_dims.get(name, ())[: np.ndim(value) - 2]
+                for name, value in self.log_likelihood.items()
+            }
+            groups["log_likelihood"] = arviz_io.dataset(self.log_likelihood, site_dims=batch_dims)
         if self.observed_data:
             groups["observed_data"] = arviz_io.dataset(
                 self.observed_data, leading=(), site_dims=self.site_dims

@@ -165,3 +165,13 @@ def test_plate_names_land_on_their_own_axes():
     assert data.posterior["b"].dims == ("chain", "draw", "n", "b_dim_1")
     assert data.posterior["mu"].dims == ("chain", "draw", "n")
     assert data.observed_data["y"].dims == ("n",) and data.log_likelihood["y"].dims[-1] == "n"
+    # an observed site with an event axis: its log-likelihood has the plate axis only (it was
+    # named as the event axis, 'Y_dim_0', while observed_data said 'n')
+    vector = Posterior(
+        samples={"mu": np.zeros((C, D, 2))},
+        log_likelihood={"Y": np.zeros((C, D, 3))},
+        observed_data={"Y": np.zeros((3, 2))},
+        site_dims={"Y": ("n", None)},
+    ).to_arviz()
+    assert vector.log_likelihood["Y"].dims == ("chain", "draw", "n")
+    assert vector.observed_data["Y"].dims == ("n", "Y_dim_1")
