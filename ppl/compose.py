@@ -281,17 +281,6 @@ def superpose(*priors, mode: str = "or", weights=None, temperature: float = 1.0)
     _check_compatible([(f"priors[{i}]", _as_composition(p, "")) for i, p in enumerate(priors)])
     if mode not in ("or", "and"):
         raise ValueError(f"mode must be 'or' or 'and', got {mode!r}")
-    if mode == "and":
-        ignored = [
-            n
-            for n, v in (("weights", weights), ("temperature", temperature))
-            if v is not None and not (n == "temperature" and v == 1.0)
-        ]
-        if ignored:
-            raise ValueError(
-                f"superpose(mode='and') takes no {' or '.join(f'{n}=' for n in ignored)}: "
-                "weights and temperature shape the OR mixture only"
-            )
     if weights is not None:
         try:
             w = np.asarray(weights, float)
@@ -303,6 +292,17 @@ def superpose(*priors, mode: str = "or", weights=None, temperature: float = 1.0)
             raise ValueError(f"weights must be {len(priors)} positive numbers, got {weights!r}")
         weights = w / w.sum()
     temperature = check_real("temperature", temperature, 0.0, low_open=True)
+    if mode == "and":
+        ignored = [
+            n
+            for n, given in (("weights", weights is not None), ("temperature", temperature != 1.0))
+            if given
+        ]
+        if ignored:
+            raise ValueError(
+                f"superpose(mode='and') takes no {' or '.join(f'{n}=' for n in ignored)}: "
+                "weights and temperature shape the OR mixture only"
+            )
     return Superposition(priors, mode, weights, temperature)
 
 
