@@ -190,7 +190,7 @@ def mcmc(
         samples=samples,
         stats=stats,
         log_likelihood=pointwise,
-        observed_data=dict(compiled.observed),
+        observed_data=compiled.observed_data,
         site_dims=compiled.site_dims,
         compiled=compiled,
         attrs={

@@ -89,6 +89,14 @@ class CompiledModel:
     max_plate_nesting: int = 0
     imputed: tuple[str, ...] = ()
     scaled_latents: tuple[str, ...] = ()
+    computed_observations: tuple[str, ...] = ()
+
+    @property
+    def observed_data(self) -> dict[str, np.ndarray]:
+        """The observed values that are data: sites whose ``obs=`` the model computes from
+        latent values (a residual, a ``Delta`` at a function of parameters) are left out, as
+        their traced value is one arbitrary point, not an observation."""
+        return {n: v for n, v in self.observed.items() if n not in self.computed_observations}
 
     @cached_property
     def traceable_model(self) -> Callable:
@@ -653,8 +661,8 @@ def compile_model(
     from their conditional posterior.
 
     Raises ``ValueError`` / ``TypeError`` naming the site for: discrete latent sites without a
-    finite support (when ``require_continuous``), supports without a bijection to
-    unconstrained space, observed values whose shape does not match their distribution,
+    finite support (when ``require_continuous``), unobserved ``Delta`` sites, supports
+    without a bijection to unconstrained space, observed values whose shape does not match their distribution,
     non-finite observed values, and a model without continuous latent sites.
     """
     kwargs = dict(kwargs or {})
@@ -722,6 +730,7 @@ def compile_model(
         enumerated=tuple(enumerated),
         imputed=_imputation_sites(trace, latents),
         scaled_latents=tuple(n for n in latents if not _unit_scale(trace[n].get("scale"))),
+        computed_observations=tuple(sorted(computed & observed.keys())),
         enumerated_in_scan=any("_scan_current_index" in trace[n]["infer"] for n in enumerated),
         max_plate_nesting=max(
             (-f.dim for site in trace.values() for f in site.get("cond_indep_stack", []) if f.dim),
@@ -817,6 +826,12 @@ def _latent_site(name, fn, value, require_continuous) -> LatentSite:
     if _is_diffusion_prior(fn):
         shape = tuple(jnp.shape(value))
         return LatentSite(name, shape, shape, constraints_identity(), is_diffusion_prior=True)
+    if distribution_name(fn) == "Delta":
+        raise ValueError(
+            f"latent site '{name}' is a Delta (a point mass) that is not observed: it has no "
+            f"density to sample from; record a computed value with ppl.deterministic('{name}', "
+            "value), or observe the site with obs=..."
+        )
     try:
         transform = biject_to(support)
     except NotImplementedError as err:

@@ -252,7 +252,7 @@ def smc(
         },
         log_evidence=log_evidence,
         log_likelihood=pointwise,
-        observed_data=dict(compiled.observed),
+        observed_data=compiled.observed_data,
         stages=stages,
         site_dims=compiled.site_dims,
         compiled=compiled,

@@ -255,3 +255,25 @@ def test_observed_values_computed_from_parameters_are_not_data():
 
     compiled = compile_model(model, (jnp.array([1.5, 2.0]),), {})
     assert "residual" in compiled.observed
+    assert "residual" in compiled.computed_observations
+    assert "residual" not in compiled.observed_data  # one arbitrary traced point: not data
+
+
+def test_observed_data_exported_to_arviz_leaves_out_values_computed_from_parameters():
+    def model(y=None):
+        a = numpyro.sample("a", dist.Normal(0.0, 1.0))
+        numpyro.sample("b", dist.Delta(2.0 * a), obs=2.0 * a)
+        numpyro.sample("y", dist.Normal(a, 1.0), obs=y)
+
+    post = ppl.mcmc(model, y=1.0, chains=1, warmup=50, draws=20, seed=0, progress_bar=False)
+    assert list(post.to_arviz().observed_data.data_vars) == ["y"]
+    assert float(post.observed_data["y"]) == 1.0
+
+
+def test_unobserved_delta_site_is_refused_by_name():
+    def model():
+        a = numpyro.sample("a", dist.Normal(0.0, 1.0))
+        numpyro.sample("d", dist.Delta(a**2))
+
+    with pytest.raises(ValueError, match=r"latent site 'd' is a Delta .*ppl.deterministic\('d'"):
+        compile_model(model, (), {})
