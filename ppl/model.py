@@ -235,7 +235,7 @@ class CompiledModel:
             model = self._constrained_model(flat)
             log_joint = self._marginal_log_density(model)
             log_prior = self._marginal_log_density(_DropLikelihood(model))
-            return log_prior, log_joint - log_prior
+            return log_prior + self._masked_out_reference(flat), log_joint - log_prior
         trace = self._unconstrained_trace(flat)
         log_prior = self._masked_out_reference(flat, trace)
         log_lik = 0.0
@@ -249,7 +249,7 @@ class CompiledModel:
                 log_prior = log_prior + term
         return log_prior, log_lik
 
-    def _masked_out_reference(self, flat, trace):
+    def _masked_out_reference(self, flat, trace=None):
         """A standard normal density for the entries of an ``obs_mask=`` imputation site that
         no one uses.
 
@@ -260,9 +260,13 @@ class CompiledModel:
         and their R-hat / ESS fill the diagnostics. Giving them ``N(0, 1)`` on the
         unconstrained scale makes the posterior proper without changing the law of anything
         the model uses, nor its evidence (the added density integrates to one).
+        ``trace`` is a trace of the model at ``flat`` (taken here when not given: the masks
+        are data, so enumerated sites may take any value in it).
         """
         if not self.imputed:
             return 0.0
+        if trace is None:
+            trace = self._unconstrained_trace(flat)
         unconstrained = self.unravel(flat)
         total = 0.0
         for name in self.imputed:
@@ -279,7 +283,8 @@ class CompiledModel:
         """Log posterior density (up to a constant) of the flat unconstrained vector, with any
         discrete sites summed out."""
         if self.enumerated:
-            return self._marginal_log_density(self._constrained_model(flat))
+            marginal = self._marginal_log_density(self._constrained_model(flat))
+            return marginal + self._masked_out_reference(flat)
         log_prior, log_lik = self.log_prior_and_likelihood(flat)
         return log_prior + log_lik
 
@@ -662,8 +667,9 @@ def compile_model(
 
     Raises ``ValueError`` / ``TypeError`` naming the site for: discrete latent sites without a
     finite support (when ``require_continuous``), unobserved ``Delta`` sites, supports
-    without a bijection to unconstrained space, observed values whose shape does not match their distribution,
-    non-finite observed values, and a model without continuous latent sites.
+    without a bijection to unconstrained space, observed values whose shape does not match
+    their distribution, non-finite observed values, and a model without continuous latent
+    sites.
     """
     kwargs = dict(kwargs or {})
     trace = trace_model(model, args, kwargs)
