@@ -231,7 +231,7 @@ def test_obs_mask_imputation_has_no_flat_directions_with_enumerated_sites():
     lik = compiled.log_likelihood(moved), compiled.log_likelihood(flat)
     np.testing.assert_allclose(*lik, rtol=1e-5)
 
-    post = ppl.mcmc(mixture, y, mask, chains=2, warmup=200, draws=200, progress_bar=False)
+    post = ppl.mcmc(mixture, y, mask, chains=1, warmup=150, draws=100, progress_bar=False)
     assert not post.stats["reached_max_treedepth"].any()
 
 
