@@ -8,6 +8,7 @@ truncated checkpoint behind.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -64,6 +65,19 @@ def inputs_digest(model, args, kwargs) -> str:
             "it as an array argument, or run without checkpoint="
         )
     return digest
+
+
+def values_digest(values: dict | None) -> str | None:
+    """A digest of named array values (``init=``) for a checkpoint's settings; ``None`` for
+    none given."""
+    if values is None:
+        return None
+    digest = hashlib.sha256()
+    for name in sorted(values):
+        array = np.asarray(values[name])
+        digest.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
 
 
 def check_meta(path: str, stored: dict, expected: dict) -> None:

@@ -27,7 +27,14 @@ from ppl.devices import select_devices, shard_leading
 from ppl.diagnostics import warn_if_problems
 from ppl.model import CompiledModel, compile_model, program_fingerprint, values_outside
 from ppl.posterior import Posterior
-from ppl.validation import check_count, check_model_keywords, check_numpyro_names, check_seed
+from ppl.validation import (
+    check_count,
+    check_model_keywords,
+    check_numpyro_names,
+    check_seed,
+    seed_int,
+    seed_setting,
+)
 
 PROGRESS_UPDATES = 20
 
@@ -127,8 +134,9 @@ def mcmc(
         "chains": chains,
         "warmup": warmup,
         "draws": draws,
-        "seed": seed if isinstance(seed, int) else -1,
+        "seed": seed_setting(seed),
         "dim": compiled.dim,
+        "init": ppl_checkpoint.values_digest(init),
     }
     if checkpoint is not None:
         settings["inputs"] = ppl_checkpoint.inputs_digest(model, args, model_kwargs)
@@ -197,7 +205,7 @@ def mcmc(
             "method": f"mcmc/{kernel_obj.name}",
             "num_warmup": warmup,
             "partial": interrupted,
-            "seed": seed if isinstance(seed, int) else -1,
+            "seed": seed_int(seed),
         },
     )
     warn_if_problems(post)

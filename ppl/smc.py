@@ -26,6 +26,8 @@ from ppl.validation import (
     check_numpyro_names,
     check_probability,
     check_seed,
+    seed_int,
+    seed_setting,
 )
 
 SMC_KERNELS = ("rwmh", "mala", "hmc")
@@ -182,7 +184,7 @@ def smc(
         "method": "smc/tempered",
         "model": getattr(model, "__qualname__", repr(model)),
         "kernel": repr(kernel_obj),
-        "seed": seed if isinstance(seed, int) else -1,
+        "seed": seed_setting(seed),
         "dim": compiled.dim,
         "num_mcmc_steps": num_mcmc_steps,
         "target_ess": target_ess,
@@ -261,7 +263,7 @@ def smc(
             "particles": particles,
             "waste_free": waste_free or 0,
             "partial": driven.interrupted,
-            "seed": seed if isinstance(seed, int) else -1,
+            "seed": seed_int(seed),
         },
     )
     warn_if_smc_problems(post, stacklevel=2)

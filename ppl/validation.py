@@ -181,6 +181,14 @@ def seed_int(seed) -> int:
     return int(seed) if isinstance(seed, numbers.Integral) else -1
 
 
+def seed_setting(seed) -> int | str:
+    """What a checkpoint records of a checked ``seed``: the integer (NumPy integers included),
+    or a PRNG key's data as ``"key a b"``, so that resuming with another key is refused."""
+    if isinstance(seed, numbers.Integral):
+        return int(seed)
+    return "key " + " ".join(str(int(v)) for v in np.asarray(check_seed(seed)).ravel())
+
+
 def check_diffusion_time(sde, t, name: str = "t") -> None:
     """A concrete diffusion time ``t`` must be real, finite and in ``[sde.t_min, sde.t_max]``
     (traced values pass through: they cannot be checked without a host callback)."""

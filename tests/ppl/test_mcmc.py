@@ -1,6 +1,7 @@
 """``ppl.mcmc`` end to end: a conjugate posterior, ArviZ export, determinism, errors, Ctrl-C."""
 
 import arviz as az
+import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
@@ -215,6 +216,26 @@ def test_checkpoint_resume_gives_the_uninterrupted_draws(monkeypatch, tmp_path):
         ppl.mcmc(normal_mean, checkpoint=path, progress_bar=False, **{**kwargs, "seed": 5})
     with pytest.raises(ValueError, match="written for other inputs: the model's data"):
         ppl.mcmc(normal_mean, checkpoint=path, progress_bar=False, **{**kwargs, "y": Y + 5.0})
+
+
+@pytest.mark.parametrize(
+    "first, second",
+    [
+        ({"seed": np.int64(3)}, {"seed": np.int64(4)}),
+        ({"seed": jax.random.PRNGKey(0)}, {"seed": jax.random.PRNGKey(1)}),
+        ({"init": {"mu": -5.0}}, {"init": {"mu": 5.0}}),
+        ({}, {"init": {"mu": 0.0}}),
+    ],
+    ids=["numpy-seed", "key", "init", "init-added"],
+)
+def test_checkpoint_of_another_seed_or_init_is_not_resumed(tmp_path, first, second):
+    """A NumPy integer or a PRNG key as the seed, and init=, are settings of the run: resuming
+    a file written with others used to return the old run's draws without a word."""
+    path = str(tmp_path / "run.npz")
+    kwargs = dict(y=Y, chains=1, warmup=5, draws=5, kernel="rwmh", progress_bar=False)
+    ppl.mcmc(normal_mean, checkpoint=path, **kwargs, **first)
+    with pytest.raises(ValueError, match="written with other settings"):
+        ppl.mcmc(normal_mean, checkpoint=path, **kwargs, **second)
 
 
 def test_init_one_start_per_chain():

@@ -79,6 +79,15 @@ def test_checkpoint_resume_gives_the_uninterrupted_run(monkeypatch, tmp_path, re
         ppl.smc(
             regression, X, y=Y, checkpoint=path, progress_bar=False, **{**SMC_KWARGS, "seed": 5}
         )
+    with pytest.raises(ValueError, match="written with other settings"):  # a key as the seed
+        ppl.smc(
+            regression,
+            X,
+            y=Y,
+            checkpoint=path,
+            progress_bar=False,
+            **{**SMC_KWARGS, "seed": jax.random.PRNGKey(4)},
+        )
     with pytest.raises(ValueError, match="written for other inputs"):
         ppl.smc(regression, X, y=Y + 1.0, checkpoint=path, progress_bar=False, **SMC_KWARGS)
 
