@@ -234,20 +234,33 @@ class DiffusionPrior(Distribution):
         return self._cached(("segments", n, steps, method, grid), build)
 
     def sample(self, key: Array, sample_shape: tuple[int, ...] = ()) -> Array:
-        """Reverse-time sampling from ``p_T``; returns ``sample_shape + (d,)``."""
-        sample_shape = tuple(sample_shape)
-        n = max(1, math.prod(sample_shape))
+        """Reverse-time sampling from ``p_T``; returns ``sample_shape + (d,)``.
+
+        ``key`` is a PRNG key (or an integer seed). Raises ``FloatingPointError`` when the
+        sampler produced non-finite values (outside ``jit``; traced draws are not checked)."""
+        sample_shape = _check_sample_shape(sample_shape)
+        key = check_seed(key)
+        n = math.prod(sample_shape)
+        if n == 0:
+            return jnp.zeros(sample_shape + self.event_shape)
         x = self._sampler_fn(n, self.steps, self.sampler, self.grid)(key)
+        if not _all_finite(x):
+            raise FloatingPointError(_non_finite_message("DiffusionPrior.sample", self.sampler))
         return x.reshape(sample_shape + self.event_shape)
 
     def log_prob(self, value: Array) -> Array:
         """Probability-flow ODE estimate of ``log p_{t_min}(value)`` (adaptive Dormand-Prince,
-        ``rtol = atol = 1e-5``, exact trace), shape ``value.shape[:-1]``."""
+        ``rtol = atol = 1e-5``, exact trace), shape ``value.shape[:-1]``.
+
+        Raises ``ValueError`` for non-finite ``value`` and ``FloatingPointError`` when the
+        solve fails (a score that is not finite on the ODE path), outside ``jit``."""
         value = jnp.asarray(value)
         if value.shape[-1:] != self.event_shape:
             raise ValueError(
                 f"value must have trailing shape {self.event_shape}; got {value.shape}"
             )
+        if not _all_finite(value):
+            raise ValueError("DiffusionPrior.log_prob: value holds NaN or infinite entries")
         flat = value.reshape(-1, self.dim)
         score_fn, sde = self.score_fn, self.sde
         log_prob_fn = self._cached(
@@ -257,6 +270,11 @@ class DiffusionPrior(Distribution):
             ),
         )
         lp = log_prob_fn(flat)
+        if not _all_finite(lp):
+            raise FloatingPointError(
+                "DiffusionPrior.log_prob: the probability-flow ODE solve failed (non-finite "
+                "result): the score model is not finite somewhere between t_min and t_max"
+            )
         return lp.reshape(value.shape[:-1])
 
     def tree_flatten(self):
@@ -382,12 +400,45 @@ def sample_diffusion(
             "still noisy (partial=True)",
             stacklevel=2,
         )
-    if not bool(jnp.all(jnp.isfinite(x))):
-        raise FloatingPointError(
-            f"sample_diffusion produced non-finite samples (method={m!r}, steps={steps}); "
-            "the score model may be unstable at small t, try more steps or method='ode'"
-        )
+    if not _all_finite(x):
+        raise FloatingPointError(_non_finite_message("sample_diffusion", m, steps))
     return DiffusionSamples(x, m, int(steps), g, seed_int(seed), partial)
+
+
+def _check_sample_shape(sample_shape) -> tuple[int, ...]:
+    """``sample_shape`` as a tuple of non-negative integers (numpyro's convention)."""
+    shape = (sample_shape,) if isinstance(sample_shape, int) else sample_shape
+    try:
+        shape = tuple(shape)
+    except TypeError:
+        raise TypeError(f"sample_shape must be a tuple of integers, got {sample_shape!r}") from None
+    if not all(isinstance(n, int | np.integer) and not isinstance(n, bool) for n in shape):
+        raise TypeError(f"sample_shape must be a tuple of integers, got {sample_shape!r}")
+    if any(n < 0 for n in shape):
+        raise ValueError(f"sample_shape must hold non-negative integers, got {sample_shape!r}")
+    return tuple(int(n) for n in shape)
+
+
+def _all_finite(x) -> bool:
+    """Whether every entry of ``x`` is finite; ``True`` for a traced ``x`` (not checkable)."""
+    try:
+        return bool(np.all(np.isfinite(np.asarray(x))))
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return True
+
+
+def _non_finite_message(where: str, method: str, steps: int | None = None) -> str:
+    settings = f"method={method!r}" + ("" if steps is None else f", steps={steps}")
+    if method == "dopri5":
+        return (
+            f"{where} produced non-finite samples ({settings}): the adaptive solver did not "
+            "reach t_min (the score model is not finite somewhere on the path, or 10,000 "
+            "steps were not enough); try method='ode' with a fixed number of steps"
+        )
+    return (
+        f"{where} produced non-finite samples ({settings}); the score model may be unstable "
+        "at small t, try more steps or method='ode'"
+    )
 
 
 def _run_segments(prior, n, steps, method, grid, key, progress, chunk_size):

@@ -102,7 +102,9 @@ def ode_log_prob(
         prior_logpdf: ``log p_{t1}`` as a batch function ``(N, d) -> (N,)``; default
             ``sde.prior_logpdf``.
 
-    Returns ``(N,)`` log densities (and a :class:`LogProbInfo` if ``return_info``).
+    Returns ``(N,)`` log densities (and a :class:`LogProbInfo` if ``return_info``); NaN when
+    the adaptive solver does not reach ``t1`` (``max_steps`` spent, or a non-finite score
+    failing every step), as the estimate would be that of the wrong interval.
     """
     x = jnp.asarray(x)
     if x.ndim != 2:
@@ -140,6 +142,7 @@ def ode_log_prob(
     state0 = (x, jnp.zeros((n,), x.dtype))
     if solver == "dopri5":
         (x_T, delta), sinfo = odeint_dopri5(rhs, state0, t0, t1, rtol=rtol, atol=atol)
+        delta = jnp.where(sinfo.success, delta, jnp.nan)
         nfe = sinfo.nfe
     else:
         grid = jnp.linspace(t0, t1, steps + 1).astype(x.dtype)

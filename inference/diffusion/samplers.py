@@ -235,13 +235,18 @@ def probability_flow_dopri5(
 ):
     """Adaptive Dormand-Prince 5(4) on the probability-flow ODE from ``time_grid[0]`` to
     ``time_grid[-1]`` (only the end points are used; score_sde uses RK45 with
-    ``rtol = atol = 1e-5``). Deterministic: ``key`` is ignored."""
+    ``rtol = atol = 1e-5``). Deterministic: ``key`` is ignored.
+
+    A solve that does not reach ``time_grid[-1]`` (``max_steps`` attempts spent, or a
+    non-finite score that makes every step fail its error test) returns NaN, not the state it
+    stopped at (which may be the starting noise itself); ``info.success`` tells which."""
     del key
     x_T, grid = _prepare(sde, x_T, time_grid)
     drift = pf_ode_drift(score_fn, sde)
     x, info = odeint_dopri5(
         lambda t, x: drift(x, t), x_T, grid[0], grid[-1], rtol=rtol, atol=atol, max_steps=max_steps
     )
+    x = jnp.where(info.success, x, jnp.nan)
     return (x, info) if return_info else x
 
 

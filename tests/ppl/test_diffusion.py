@@ -118,6 +118,42 @@ def test_validation(gmm):
         sample_diffusion(prior, 0)
 
 
+def test_sample_and_log_prob_check_their_input_and_output(prior):
+    assert prior.sample(jax.random.PRNGKey(0), (0,)).shape == (0, 2)  # numpyro's convention
+    np.testing.assert_array_equal(prior.sample(3, (2,)), prior.sample(jax.random.PRNGKey(3), (2,)))
+    with pytest.raises(ValueError, match="non-negative"):
+        prior.sample(jax.random.PRNGKey(0), (-1,))  # used to return one draw
+    with pytest.raises(TypeError, match="sample_shape"):
+        prior.sample(jax.random.PRNGKey(0), (2.5,))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        prior.log_prob(jnp.array([[jnp.nan, 0.0]]))
+
+
+def test_a_score_that_fails_on_the_path_is_reported_not_returned():
+    """A score that is NaN for t < 0.5 (the exact score of N(0, 0.1^2 I) otherwise): dopri5
+    rejected every step and returned the starting noise (sample sd 1.0, exact 0.1) and
+    ``log_prob`` a finite -1.84 (exact 2.14); ``DiffusionPrior.sample`` returned NaN."""
+    sde = VPSDE()
+
+    def score(x, t):
+        return -x / (sde.marginal_mean_coeff(t) ** 2 * 0.01 + sde.marginal_std(t) ** 2)
+
+    def broken(x, t):
+        return jnp.where(t < 0.5, jnp.nan, 1.0) * score(x, t)
+
+    good = DiffusionPrior(score, sde, event_shape=(2,))
+    bad = DiffusionPrior(broken, sde, event_shape=(2,))
+    x = sample_diffusion(good, 500, method="dopri5", progress_bar=False).samples
+    assert np.all(np.abs(np.std(x, axis=0) - 0.1) < 0.01)
+    np.testing.assert_allclose(good.log_prob(jnp.array([[0.05, -0.1]])), 2.1420, atol=0.01)
+    with pytest.raises(FloatingPointError, match="adaptive solver did not reach t_min"):
+        sample_diffusion(bad, 500, method="dopri5", progress_bar=False)
+    with pytest.raises(FloatingPointError, match="ODE solve failed"):
+        bad.log_prob(jnp.array([[0.05, -0.1]]))
+    with pytest.raises(FloatingPointError, match="DiffusionPrior.sample produced non-finite"):
+        bad.sample(jax.random.PRNGKey(0), (3,))
+
+
 def test_compositions_are_dispatched(prior):
     compose = pytest.importorskip("ppl.compose")
     res = sample_diffusion(compose.anneal(prior, 1.0), num_samples=50, steps=10, seed=0)
