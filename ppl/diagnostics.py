@@ -146,6 +146,11 @@ def diagnose(
                 "(heavy tails or a funnel); consider a reparametrisation"
             )
 
+    if draws < 4:
+        problems.append(
+            f"only {draws} draw(s) per chain: R-hat and ESS need 4 or more, so convergence "
+            "was not checked; run more draws"
+        )
     blocks = [(labels, rhat_and_ess(x)) for labels, x in _latent_blocks(post)] if draws >= 4 else []
     if blocks:
         labels = [label for labs, _ in blocks for label in labs]

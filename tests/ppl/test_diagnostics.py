@@ -161,6 +161,15 @@ def test_one_chain_skips_rhat_and_says_so():
     assert "R-hat needs two chains or more" in str(d)
 
 
+def test_fewer_than_four_draws_is_a_problem_not_a_pass():
+    """R-hat and ESS cannot be computed from 3 draws; the report used to say "no problems"."""
+    post, caught = _mcmc_quietly(normal_mean, y=Y, chains=4, warmup=10, draws=3, seed=0)
+    d = post.diagnose()
+    assert not d.ok and d.max_rhat is None
+    assert any(p.startswith("only 3 draw(s) per chain") for p in d.problems)
+    assert any("only 3 draw(s)" in message for message in caught)
+
+
 def test_smc_diagnosis_passes_a_healthy_tempered_run():
     post = ppl.smc(normal_mean, y=Y, particles=400, runs=4, seed=0, progress_bar=False)
     d = post.diagnose()
