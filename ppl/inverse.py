@@ -47,7 +47,7 @@ from inference.diffusion.posterior.tds import gaussian_twist, tds_mala_rejuvenat
 from inference.diffusion.posterior.tds import tds as _tds
 from inference.smc import engine
 from inference.smc.resampling import RESAMPLERS
-from ppl.model import compile_model, program_fingerprint, trace_model
+from ppl.model import callables_fingerprint, compile_model, program_fingerprint, trace_model
 from ppl.posterior import Posterior
 from ppl.smc_diagnostics import warn_if_smc_problems
 from ppl.smc_driver import drive_one
@@ -466,6 +466,9 @@ def smc_inverse_problem(
             dps_scale,
             twist,
             rejuv_opts,
+            # what the score model (a library object, taken by identity in the model's
+            # fingerprint) and a rejuvenation log_prob_fn read: a changed global is a new program
+            callables_fingerprint(prior.score_fn, (rejuv_opts or {}).get("log_prob_fn")),
         ),
     )
     result = driven.result

@@ -10,6 +10,7 @@ import importlib
 
 import jax.numpy as jnp
 import numpy as np
+import numpyro
 import numpyro.distributions as dist
 import pytest
 
@@ -335,12 +336,20 @@ def test_filters_and_diffusion_samplers_see_a_changed_global():
     prior = ppl.DiffusionPrior(_score, VPSDE(), event_shape=(1,))
     target = ppl.anneal(prior, 2.0)
 
+    def inverse_problem(y=None):
+        x = numpyro.sample("x", prior)
+        numpyro.sample("y", dist.Normal(x, 1.0).to_event(1), obs=y)
+
     def run():
         options = dict(num_samples=200, steps=30, seed=0, progress_bar=False)
+        posterior = ppl.smc(
+            inverse_problem, y=np.zeros(1), particles=200, steps=30, seed=0, progress_bar=False
+        )
         return (
             ppl.particle_filter(ssm, ys, particles=200, seed=0).log_likelihood,
             float(np.mean(ppl.sample_diffusion(prior, **options).samples)),
             float(np.mean(ppl.sample_diffusion(target, **options).samples)),
+            float(np.mean(posterior.samples["x"])),  # the inverse problem's program too
         )
 
     try:
@@ -356,3 +365,4 @@ def test_filters_and_diffusion_samplers_see_a_changed_global():
     assert after[0] == ppl.particle_filter(fresh, ys, particles=200, seed=0).log_likelihood
     assert after[0] < before[0] - 5
     assert before[1] > 2.5 and after[1] < -2.5 and before[2] > 2.5 and after[2] < -2.5
+    assert before[3] > 2.5 and after[3] < -2.5  # exact posterior means +-2.88
