@@ -47,7 +47,13 @@ from inference.diffusion.posterior.tds import gaussian_twist, tds_mala_rejuvenat
 from inference.diffusion.posterior.tds import tds as _tds
 from inference.smc import engine
 from inference.smc.resampling import RESAMPLERS
-from ppl.model import callables_fingerprint, compile_model, program_fingerprint, trace_model
+from ppl.model import (
+    callables_fingerprint,
+    compile_model,
+    observation_mask,
+    program_fingerprint,
+    trace_model,
+)
 from ppl.posterior import Posterior
 from ppl.smc_diagnostics import warn_if_smc_problems
 from ppl.smc_driver import drive_one
@@ -123,23 +129,11 @@ def _site_log_prob(s):
 
 
 def _unwrap_normal(fn):
-    """``(Normal, mask or None)`` under Independent / Expanded / Masked wrappers, else None."""
-    mask = None
-    while True:
-        if isinstance(fn, Independent):
-            fn = fn.base_dist
-        elif isinstance(fn, MaskedDistribution):
-            m = fn._mask
-            if m is not False and m is not True:
-                mask = m if mask is None else jnp.logical_and(mask, m)
-            elif m is False:
-                mask = False
-            fn = fn.base_dist
-        elif isinstance(fn, ExpandedDistribution):
-            fn = fn.base_dist
-        else:
-            break
-    return (fn, mask) if type(fn) is Normal else (None, None)
+    """The ``Normal`` under Independent / Expanded / Masked wrappers, else None (the masks are
+    read by :func:`ppl.model.observation_mask`)."""
+    while isinstance(fn, Independent | MaskedDistribution | ExpandedDistribution):
+        fn = fn.base_dist
+    return fn if type(fn) is Normal else None
 
 
 def _linear_structure(model, args, kwargs, site, dim, dtype):
@@ -159,16 +153,16 @@ def _linear_structure(model, args, kwargs, site, dim, dtype):
         name = s["name"]
         if s.get("infer", {}).get("is_auxiliary") or s.get("scale") is not None:
             return None, f"site '{name}' is a factor or scaled"
-        normal, mask = _unwrap_normal(s["fn"])
-        if normal is None:
+        if _unwrap_normal(s["fn"]) is None:
             return None, f"site '{name}' is a {type(s['fn']).__name__}, not a Normal"
-        # numpyro broadcasts obs= against the batch shape (a scalar y for Normal(A @ x) with
-        # A of shape (1, d)); work on the broadcast shape
-        shape = np.broadcast_shapes(np.shape(s["value"]), tuple(s["fn"].batch_shape))
+        # numpyro broadcasts obs= against the batch and event shape (a scalar y for
+        # Normal(A @ x) with A of shape (1, d)); work on the broadcast shape
+        event = tuple(s["fn"].event_shape)
+        shape = np.broadcast_shapes(np.shape(s["value"]), tuple(s["fn"].batch_shape) + event)
         value = jnp.broadcast_to(jnp.asarray(s["value"], dtype), shape)
 
         def parts(x, index=index, shape=shape):
-            n, _ = _unwrap_normal(sites_at(x)[index]["fn"])
+            n = _unwrap_normal(sites_at(x)[index]["fn"])
             loc = jnp.broadcast_to(n.loc, shape).reshape(-1)
             scale = jnp.broadcast_to(n.scale, shape).reshape(-1)
             return loc, scale
@@ -185,10 +179,13 @@ def _linear_structure(model, args, kwargs, site, dim, dtype):
             return None, f"the mean of site '{name}' is not linear in the diffusion prior"
         if not np.allclose(Js, 0.0) or not np.allclose(parts(probes[1])[1], sig):
             return None, f"the scale of site '{name}' depends on the diffusion prior"
-        keep = np.ones(value.size, bool)
-        for m in (mask, s.get("mask")):
-            if m is not None:
-                keep &= np.broadcast_to(np.asarray(m, bool), shape).reshape(-1)
+        keep = observation_mask(s["fn"], shape)  # .mask(m) at any level, obs_mask
+        if s.get("mask") is not None:  # handlers.mask, over the batch dimensions
+            site_mask = np.asarray(s["mask"], bool)
+            keep = keep & np.broadcast_to(
+                site_mask.reshape(site_mask.shape + (1,) * len(event)), shape
+            )
+        keep = keep.reshape(-1)
         A = np.asarray(J[0])[keep]
         yv = np.asarray(value).reshape(-1)[keep] - np.asarray(b)[keep]
         sv = np.asarray(sig)[keep]
@@ -230,9 +227,17 @@ def analyse(model, args=(), kwargs=None) -> InverseProblem:
             f"{[n for n, _ in priors] or 'none'}"
         )
     if others:
+        imputed = [n for n in others if n.endswith("_unobserved")]
+        hint = (
+            f" ({imputed} come from obs_mask=: for missing observations put the mask on the "
+            "distribution instead, dist.Normal(A @ x, sigma).mask(m), or use handlers.mask; "
+            "masked entries may hold NaN)"
+            if imputed
+            else ""
+        )
         raise ValueError(
             f"latent site(s) {others} besides the DiffusionPrior site are not supported by the "
-            "diffusion posterior samplers; observe or marginalise them"
+            f"diffusion posterior samplers; observe or marginalise them{hint}"
         )
     name, site = priors[0]
     prior = site["fn"]

@@ -895,7 +895,10 @@ def values_outside(constraint, value, mask=None) -> int:
         return 0
     inside = np.asarray(constraint.check(jnp.asarray(value)))
     if mask is not None:
-        inside = inside | ~np.broadcast_to(np.asarray(mask, bool), inside.shape)
+        mask = np.asarray(mask, bool)
+        if mask.ndim > inside.ndim:  # an elementwise mask against an event constraint
+            mask = mask.all(axis=tuple(range(inside.ndim - mask.ndim, 0)))
+        inside = inside | ~np.broadcast_to(mask, inside.shape)
     return int(inside.size - np.count_nonzero(inside))
 
 
@@ -919,25 +922,39 @@ def _check_observed(name, fn, value, check_finite: bool = True) -> np.ndarray:
             f"{distribution_name(fn)} has batch_shape + event_shape {expected}"
         )
     if check_finite and np.issubdtype(array.dtype, np.number):
-        usable = np.isfinite(array)
-        mask = getattr(fn, "_mask", None)  # MaskedDistribution: obs_mask=, handlers.mask
-        if mask is not None and not isinstance(mask, bool):
-            mask = np.reshape(np.asarray(mask, bool), np.shape(mask) + (1,) * len(event))
-            usable = usable | ~np.broadcast_to(mask, usable.shape)
+        mask = observation_mask(fn, broadcast)
+        usable = np.isfinite(array) | ~mask
         if not usable.all():
             raise ValueError(
                 f"observed site '{name}' contains {int(usable.size - usable.sum())} non-finite "
                 "value(s) (NaN or inf) where it is not masked; remove or impute them, or mask "
                 "them out (obs_mask=, or numpyro.handlers.mask)"
             )
-        mask = getattr(fn, "_mask", None)
-        outside = values_outside(fn.support, array, None if isinstance(mask, bool) else mask)
+        outside = values_outside(fn.support, array, mask)
         if outside:
             raise ValueError(
                 f"observed site '{name}' has {outside} value(s) outside the support of its "
                 f"{distribution_name(fn)} ({fn.support}): their likelihood is zero everywhere"
             )
     return array
+
+
+def observation_mask(fn, shape) -> np.ndarray:
+    """Which entries of a value of ``shape`` enter ``fn``'s log density: ``False`` where a mask
+    at any level of numpyro's wrappers hides them (``obs_mask=``, ``handlers.mask``,
+    ``.mask(m)`` inside ``to_event`` or a plate's expansion), each mask aligned with the
+    batch shape of its level."""
+    usable = np.ones(shape, bool)
+    while True:
+        if isinstance(fn, dist.MaskedDistribution):
+            mask = np.asarray(fn._mask, bool)
+            mask = np.reshape(mask, np.shape(mask) + (1,) * len(fn.event_shape))
+            usable = usable & np.broadcast_to(mask, shape)
+        if not isinstance(
+            fn, dist.ExpandedDistribution | dist.Independent | dist.MaskedDistribution
+        ):
+            return usable
+        fn = fn.base_dist
 
 
 def _check_full_plate(name, site) -> None:

@@ -54,6 +54,48 @@ def test_detects_inpainting_mask_offset_and_heteroscedastic_scale():
     np.testing.assert_allclose(p.log_lik_linear(x), p.log_lik(x), rtol=1e-5)
 
 
+def test_replicate_observations_in_a_plate_with_to_event_are_linear():
+    """``plate`` over rows of ``Normal(x, s).to_event(1)``: the value was broadcast against the
+    batch shape only, a raw NumPy error (numpyro evaluates this model fine)."""
+    ys = jnp.array([[0.3, 2.0], [0.5, 1.5], [0.1, 1.0]])
+
+    def model(y):
+        x = numpyro.sample("x", PRIOR)
+        with numpyro.plate("n", y.shape[0]):
+            numpyro.sample("y", dist.Normal(x, 2.0).to_event(1), obs=y)
+
+    p = analyse(model, (ys,))
+    assert p.linear
+    np.testing.assert_allclose(p.A, np.tile(np.eye(2), (3, 1)), atol=1e-6)
+    np.testing.assert_allclose(p.y, ys.reshape(-1), atol=1e-6)
+    x = jnp.array([0.3, -0.4])
+    np.testing.assert_allclose(p.log_lik_linear(x), p.log_lik(x), rtol=1e-5)
+
+
+def test_nan_in_a_masked_entry_is_a_filler():
+    """Inpainting with the mask under ``to_event`` and NaN where nothing is observed: refused
+    as "non-finite where it is not masked" before; now the same run as with a finite filler.
+    ``obs_mask=`` (an imputation site) is refused with a pointer to ``.mask``."""
+    import ppl
+
+    def model(y):
+        x = numpyro.sample("x", PRIOR)
+        numpyro.sample("y", dist.Normal(x, 0.7).mask(jnp.array([True, False])).to_event(1), obs=y)
+
+    options = dict(particles=128, steps=10, seed=0, progress_bar=False)
+    with_nan = ppl.smc(model, jnp.array([2.0, jnp.nan]), **options)
+    filled = ppl.smc(model, jnp.array([2.0, 5.0]), **options)
+    np.testing.assert_array_equal(with_nan.samples["x"], filled.samples["x"])
+    assert with_nan.log_evidence == filled.log_evidence
+
+    def imputing(y):
+        x = numpyro.sample("x", PRIOR)
+        numpyro.sample("y", dist.Normal(x, 0.7), obs=y, obs_mask=jnp.array([True, False]))
+
+    with pytest.raises(ValueError, match=r"come from obs_mask=.*\.mask\(m\)"):
+        ppl.smc(imputing, jnp.array([2.0, jnp.nan]), **options)
+
+
 @pytest.mark.parametrize(
     "obs_fn, reason",
     [

@@ -169,6 +169,38 @@ def test_nan_where_obs_mask_hides_it_is_accepted_and_changes_nothing():
         compile_model(missing, (y, np.array([True, True, True, False])))
 
 
+def test_nan_under_a_mask_inside_wrappers_is_accepted():
+    """A mask below ``to_event`` (the inpainting form) hides its NaN entries as well as one at
+    the top does; the check used to read the outermost distribution's mask only."""
+
+    def model(m, y):
+        x = numpyro.sample("x", dist.Normal(jnp.zeros(2), 1.0).to_event(1))
+        numpyro.sample("y", dist.Normal(x, 0.7).mask(jnp.asarray(m)).to_event(1), obs=y)
+
+    mask = np.array([True, False])
+    y = np.array([2.0, np.nan])
+    compiled = compile_model(model, (mask, y))
+    filled = compile_model(model, (mask, np.nan_to_num(y, nan=9.0)))
+    flat = jnp.array([0.3, -0.4])
+    value, grad = jax.value_and_grad(compiled.logdensity)(flat)
+    np.testing.assert_allclose(value, filled.logdensity(flat), rtol=1e-6)
+    np.testing.assert_allclose(grad, jax.grad(filled.logdensity)(flat), rtol=1e-6)
+    with pytest.raises(ValueError, match="'y' contains 1 non-finite value.*not masked"):
+        compile_model(model, (np.array([True, True]), y))
+
+
+def test_observations_outside_an_event_support_are_checked_under_an_elementwise_mask():
+    def model(y):
+        w = numpyro.sample("w", dist.Dirichlet(jnp.ones(3)))
+        with numpyro.plate("n", 2), numpyro.handlers.mask(mask=jnp.array([True, False])):
+            numpyro.sample("y", dist.Dirichlet(10 * w), obs=y)
+
+    ok = np.array([[0.2, 0.3, 0.5], [5.0, 5.0, 5.0]])  # the second row is masked out
+    assert compile_model(model, (ok,)).dim == 2
+    with pytest.raises(ValueError, match="'y' has 1 value.*outside the support"):
+        compile_model(model, (ok[::-1],))
+
+
 def test_obs_mask_imputation_has_no_flat_directions():
     """numpyro's ``y_unobserved`` holds an entry for every position; those at observed positions
     have no density (flat: NUTS hit the maximum tree depth on 100% of draws, R-hat 3.7 on
