@@ -8,6 +8,13 @@ inverse problems", ICLR (arXiv:2308.07983), Sec. 3 (noiseless, Algorithm 1) and 
 ``ybar_i = s_i xbar_i + sigma e_i``, so ``ytil_i = ybar_i / s_i`` observes ``xbar_{0,i}`` with
 noise ``nu_i = sigma / s_i`` (noiseless ``sigma = 0``: ``nu_i = 0``, ``tau_i = t_min``, pinned with
 the paper's regularising variance ``kappa``).
+A coordinate observed more weakly than the noise at ``t_max`` (``nu_i > s_T / a_T``: a weak
+observation, or a small singular value) has no such time: ``tau_i`` is clipped to ``t_max``, and
+as ``ytil_i = xbar_{T,i} / a_T + r e`` with ``r^2 = nu_i^2 - s_T^2 / a_T^2`` has the law of the
+observation (``xbar_T / a_T = xbar_0 + (s_T / a_T) eps``), its likelihood
+``N(a_T ytil_i; xbar_{T,i}, a_T^2 nu_i^2 - s_T^2)`` tilts the initial draw (the potential below,
+with the variance's sign turned) and the coordinate is free from there on. (Clamping that
+variance at 0 pinned the coordinate at ``a_T ytil_i``: evidence +0.2 to +0.6 nats off.)
 Because ``x_t | x_0 ~ N(a_t x_0, s_t^2 I)``, ``a_tau ytil_i`` has the law of ``xbar_{tau_i, i}``
 at the time ``tau_i`` with noise-to-signal ``s_tau / a_tau = nu_i`` (paper, Sec. 3.3).
 
@@ -120,7 +127,9 @@ def _potential(sde: SDE, obs: SVDObservation, tau: Array, t):
     a, s = sde.marginal_mean_coeff(t), sde.marginal_std(t)
     a_tau = sde.marginal_mean_coeff(tau)
     ytil = obs.ybar / obs.s
-    var = jnp.maximum(s**2 - a**2 * obs.nu**2, 0.0) + obs.kappa * a**2 / a_tau**2
+    # |.|: a coordinate observed more weakly than the noise at t_max (tau_i clipped there)
+    # is tilted at t_max by its likelihood N(ytil; xbar_T / a_T, nu^2 - s_T^2 / a_T^2)
+    var = jnp.abs(s**2 - a**2 * obs.nu**2) + obs.kappa * a**2 / a_tau**2
     return a * ytil, var, t >= tau
 
 
