@@ -311,6 +311,7 @@ def smc_inverse_problem(
     progress_bar: bool = True,
     chunk_size: int | None = None,
     rejuvenation: dict | None = None,
+    log_likelihood: bool = True,
 ) -> Posterior:
     """Sample the posterior of a model with a DiffusionPrior site by SMC along diffusion time.
 
@@ -328,13 +329,16 @@ def smc_inverse_problem(
         resampling: resampling scheme name.
         dps_scale: DPS step ``zeta'`` (normalised step of Chung et al. 2023).
         twist: TDS twist for linear-Gaussian observations, ``"inflated"``
-            (``N(y; A x0_hat, sigma^2 I + r_t^2 A A^T)``) or ``"plain"`` (``p(y | x0_hat)``).
+            (``N(y; A x0_hat, sigma^2 I + r_t^2 A A^T)``) or ``"plain"``, the twist TDS gives
+            any other likelihood: ``lambda_t log p(y | x0_hat)`` with the signal fraction
+            ``lambda_t = a_t^2 / (a_t^2 + s_t^2)`` (1 at ``t = 0``).
         rejuvenation: TDS only: MALA moves after each resampling,
             ``{"steps": k, "step_size": h}`` (``h`` dimensionless in ``(0, 1]``) and optionally
             ``"log_prob_fn": f`` with ``f(x (N, d), t) -> log p_t(x)`` the noised prior's log
             density (then MALA targets the marginal ``p_t psi_t``; without it, the exactly
             invariant conditional of the last path state). See
             :func:`inference.diffusion.posterior.tds.tds_mala_rejuvenation`.
+        log_likelihood: compute the pointwise log-likelihood of the draws (for LOO / WAIC).
 
     Returns:
         A :class:`~ppl.posterior.Posterior`: ``samples[site]`` shaped ``(1, N, d)``,
@@ -497,10 +501,11 @@ def smc_inverse_problem(
     pointwise = {}
     try:
         compiled = compile_model(model, args, kwargs)
-        pointwise = {
-            k: np.asarray(v)[None]
-            for k, v in compiled.pointwise_log_likelihood({problem.site: jnp.asarray(x)}).items()
-        }
+        if log_likelihood:
+            values = {problem.site: jnp.asarray(x)}
+            pointwise = {
+                k: np.asarray(v)[None] for k, v in compiled.pointwise_log_likelihood(values).items()
+            }
     except Exception:  # noqa: BLE001 - the pointwise log-likelihood is an optional extra
         compiled = None
     observed = {}

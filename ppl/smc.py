@@ -142,6 +142,7 @@ def smc(
             resampling=resampling,
             progress_bar=progress_bar,
             chunk_size=chunk_size,
+            log_likelihood=log_likelihood,
             **(diffusion_options or {}),
         )
     if compiled.scaled_latents:
@@ -280,7 +281,7 @@ def _check_diffusion_options(options):
             f"diffusion_options must be a dict of options, got {type(options).__name__}"
         )
     own = {"model", "args", "kwargs", "particles", "seed", "method", "steps", "ess_threshold"}
-    own |= {"resampling", "progress_bar", "chunk_size"}
+    own |= {"resampling", "progress_bar", "chunk_size", "log_likelihood"}
     allowed = set(inspect.signature(smc_inverse_problem).parameters) - own
     unknown = sorted(set(options) - allowed)
     if unknown:

@@ -176,6 +176,10 @@ def test_ppl_smc_dispatches_to_diffusion_time_smc():
     post = ppl.smc(linear_model, Y, particles=256, seed=0, steps=30)
     assert post.attrs["method"].startswith("smc/diffusion/mcgdiff")
     assert post.samples["x"].shape == (1, 256, 2) and np.isfinite(post.log_evidence)
+    assert post.log_likelihood["y"].shape == (1, 256, 1)
+    quiet = ppl.smc(linear_model, Y, particles=256, seed=0, steps=30, log_likelihood=False)
+    assert quiet.log_likelihood == {}  # was computed regardless
+    assert "log_likelihood" not in group_names(quiet.to_arviz())
     with pytest.raises(ValueError, match="method"):
         ppl.smc(linear_model, Y, particles=256, method="gibbs")
 
