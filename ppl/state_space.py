@@ -645,8 +645,26 @@ def pmmh(
             chol = jnp.asarray(np.linalg.cholesky(cov))
         except np.linalg.LinAlgError:
             raise ValueError("pmmh: `proposal_cov` must be positive definite") from None
-    # The model is validated once at a prior draw.
-    theta0 = {k: prior[k].sample(jax.random.key(0)) for k in names}
+    if init is not None and set(init) - set(names):
+        raise ValueError(
+            f"pmmh: `init` names unknown parameter(s) {sorted(set(init) - set(names))}; the "
+            f"prior's are {names}"
+        )
+    if init is not None and set(names) - set(init):
+        raise ValueError(f"pmmh: `init` misses {sorted(set(names) - set(init))}")
+    # The model is validated once at a prior draw (at init's values where given).
+    theta0 = {}
+    for k in names:
+        if init is not None:
+            theta0[k] = jnp.asarray(init[k], jnp.result_type(float))
+            continue
+        try:
+            theta0[k] = prior[k].sample(jax.random.key(0))
+        except NotImplementedError:
+            raise ValueError(
+                f"pmmh: prior[{k!r}] ({type(prior[k]).__name__}) cannot be sampled: chains "
+                "start at prior draws; give a proper prior, or a start in init="
+            ) from None
     try:
         ssm0 = ssm_builder(theta0)
     except Exception as e:
@@ -699,6 +717,17 @@ def pmmh(
         ll = out.log_likelihood
         return jnp.where(jnp.isnan(ll), -jnp.inf, ll)
 
+    # The builder runs on traced parameters inside the chains: refuse one that does not
+    # (``float(p)``, ``if p > 0``) by name before anything is compiled
+    try:
+        jax.eval_shape(log_lik, jax.random.PRNGKey(0), jnp.zeros(dim, jnp.result_type(float)))
+    except jax.errors.JAXTypeError as e:
+        raise ValueError(
+            "pmmh: `ssm_builder` and the model it builds must accept traced parameters (no "
+            "float(), int() or Python if on them; use jnp.where / lax.cond): "
+            f"{type(e).__name__}: {str(e).splitlines()[0]}"
+        ) from None
+
     total = int(warmup) + int(draws)
     # Iteration 0 only evaluates the starting point (one compiled filter serves all).
     iterations = total + 1
@@ -743,9 +772,6 @@ def pmmh(
         init_keys = jax.random.split(k_init, chains)
         z0 = jnp.stack([flatten_unc({k: prior[k].sample(ik) for k in names}) for ik in init_keys])
     else:
-        missing = set(names) - set(init)
-        if missing:
-            raise ValueError(f"pmmh: `init` misses {sorted(missing)}")
         try:
             z_one = flatten_unc({k: jnp.asarray(init[k]) for k in names})
         except (TypeError, ValueError) as e:

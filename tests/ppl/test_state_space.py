@@ -243,6 +243,29 @@ def test_pmmh_smoke_and_errors():
         pmmh(_ar1_builder, PRIOR, np.full((30, 1), np.nan))
 
 
+def test_pmmh_refuses_by_name_what_used_to_fail_raw_or_pass_silently():
+    from numpyro.distributions import constraints
+
+    ys = np.zeros((5, 1))
+
+    def with_float(p):  # runs on a prior draw, not on the chains' traced parameters
+        return _ar1_builder({"phi": float(p["phi"]), "sigma_y": p["sigma_y"]})
+
+    def with_branch(p):
+        return _ar1_builder({"phi": 0.5 if p["phi"] > 0 else 0.6, "sigma_y": p["sigma_y"]})
+
+    for builder in (with_float, with_branch):
+        with pytest.raises(ValueError, match="must accept traced parameters"):
+            pmmh(builder, PRIOR, ys, draws=2, particles=4)
+    improper = {**PRIOR, "phi": dist.ImproperUniform(constraints.real, (), ())}
+    with pytest.raises(ValueError, match=r"prior\['phi'\] \(ImproperUniform\) cannot be sampled"):
+        pmmh(_ar1_builder, improper, ys, draws=2, particles=4)
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['zzz'\]"):
+        pmmh(_ar1_builder, PRIOR, ys, init={"phi": 0.5, "sigma_y": 1.0, "zzz": 1.0})
+    with pytest.raises(ValueError, match=r"misses \['sigma_y'\]"):
+        pmmh(_ar1_builder, PRIOR, ys, init={"phi": 0.5})
+
+
 PMMH_SMALL = dict(draws=12, warmup=4, particles=8, chains=2, seed=3)
 
 
