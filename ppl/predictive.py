@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Callable
 
 import jax
 import numpy as np
 from numpyro.infer import Predictive
 
-from ppl.model import compile_model
+from ppl.model import compile_model, trace_model
 from ppl.posterior import Posterior
-from ppl.validation import check_count, check_model_keywords, check_seed
+from ppl.validation import check_count, check_model_keywords, check_numpyro_names, check_seed
 
 
 def predictive(
     model: Callable,
     *args,
     posterior: Posterior | None = None,
-    num_samples: int = 1000,
+    num_samples: int | None = None,
     seed: int = 0,
     return_sites: list[str] | None = None,
     **model_kwargs,
@@ -27,25 +28,60 @@ def predictive(
 
     Pass observed data as ``None`` (e.g. ``y=None``) to have the observed sites simulated.
 
-    * Prior (``posterior=None``): ``num_samples`` ancestral draws of every site, shaped
-      ``(1, num_samples, ...)``. When ``posterior`` is not given nothing is attached.
+    * Prior (``posterior=None``): ``num_samples`` (default 1000) ancestral draws of every
+      site, shaped ``(1, num_samples, ...)``. When ``posterior`` is not given nothing is
+      attached.
     * Posterior: for each posterior draw, the observed sites are simulated given the latent
       values; arrays are shaped ``(chains, draws, ...)`` and are also stored on the posterior
       so that ``posterior.to_arviz()`` exports them: as ``posterior_predictive`` when they
       replicate the observed data (the model given the inputs it was fitted with, the data
       to simulate passed as ``None``), as ``predictions`` (ArviZ's group for out-of-sample
       predictions) when it was given other inputs, e.g. new covariates, of any shape.
+
+    ``return_sites`` names the sites to return (each must be a site of the model). A latent
+    site of the model that the posterior does not hold is drawn from its prior, with a
+    warning (a posterior of another model, or a renamed site).
     """
     check_model_keywords(model, args, predictive)
+    check_numpyro_names(model, model_kwargs, predictive)
     key = check_seed(seed)
+    trace = trace_model(model, args, model_kwargs)  # a model that raises is reported here
+    _check_return_sites(return_sites, trace)
     if posterior is None:
-        check_count("num_samples", num_samples)
+        num_samples = check_count("num_samples", 1000 if num_samples is None else num_samples)
         draws = Predictive(model, num_samples=num_samples, return_sites=return_sites)(
             key, *args, **model_kwargs
         )
         return {k: np.asarray(v)[None] for k, v in draws.items()}
     if not isinstance(posterior, Posterior):
         raise TypeError(f"posterior must be a ppl.Posterior, got {type(posterior).__name__}")
+    if num_samples is not None:
+        raise ValueError(
+            "num_samples is for the prior predictive; the posterior predictive has one draw "
+            f"per posterior draw ({posterior.num_chains} x {posterior.num_draws} here)"
+        )
+    fitted_observed = set(posterior.compiled.observed if posterior.compiled else ())
+    fitted_observed |= set(posterior.observed_data) | set(posterior.log_likelihood)
+    not_fitted = [  # latent here, and neither drawn nor observed in the fit
+        n
+        for n, site in trace.items()
+        if site["type"] == "sample"
+        and not site["is_observed"]
+        and n not in posterior.samples
+        and n not in fitted_observed
+    ]
+    if not_fitted and not set(posterior.samples) & set(trace):
+        raise ValueError(
+            f"the posterior holds none of the model's sites (it holds "
+            f"{sorted(posterior.samples)}, the model's latent sites are {not_fitted}): is it "
+            "the posterior of another model?"
+        )
+    if not_fitted:
+        warnings.warn(
+            f"latent site(s) {not_fitted} of the model are not in the posterior (which holds "
+            f"{sorted(posterior.samples)}): they are drawn from their prior",
+            stacklevel=2,
+        )
     compiled = posterior.compiled or compile_model(model, args, model_kwargs)
     chains, draws_per_chain = posterior.num_chains, posterior.num_draws
     latent = {
@@ -74,6 +110,21 @@ def predictive(
     group = "posterior_predictive" if same_shapes and same_inputs else "predictions"
     posterior.predictive[group] = observed or out
     return out
+
+
+def _check_return_sites(return_sites, trace) -> None:
+    """``return_sites``: ``None`` or a list of names of the model's sites."""
+    if return_sites is None:
+        return
+    if isinstance(return_sites, str) or not all(isinstance(n, str) for n in return_sites):
+        raise TypeError(
+            f"return_sites must be a list of site names, got {return_sites!r}"
+            + (f" (write [{return_sites!r}])" if isinstance(return_sites, str) else "")
+        )
+    unknown = [n for n in return_sites if n not in trace]
+    if unknown:
+        sites = [n for n, s in trace.items() if s["type"] in ("sample", "deterministic")]
+        raise ValueError(f"return_sites names unknown site(s) {unknown}; the model's are {sites}")
 
 
 def _same_inputs(model, args, kwargs, fitted_args, fitted_kwargs) -> bool:

@@ -226,3 +226,35 @@ def test_list_and_float_label_observations():
         compile_model(labels, (np.array([0.0, 2.0, 1.5, 2.0]),))
     reference = compile_model(model, (Y,)).logdensity(flat[:1])
     np.testing.assert_allclose(compile_model(model, (list(Y),)).logdensity(flat[:1]), reference)
+
+
+def test_predictive_refuses_what_it_used_to_ignore_or_fail_on_raw():
+    import pytest
+
+    posterior = ppl.Posterior(
+        samples={"mu": np.linspace(-1, 1, 6).reshape(2, 3)}, observed_data={"y": Y}
+    )
+    with pytest.raises(ValueError, match=r"unknown site\(s\) \['nope'\]"):
+        ppl.predictive(model, return_sites=["nope"])  # returned {}
+    with pytest.raises(TypeError, match=r"write \['y'\]"):
+        ppl.predictive(model, return_sites="y")  # a bare AssertionError in numpyro
+    with pytest.raises(TypeError, match="numpyro's name for its keyword seed="):
+        ppl.predictive(model, rng_key=1)
+    with pytest.raises(RuntimeError, match="the model raised while being traced"):
+        ppl.predictive(lambda: 1 / 0)
+    with pytest.raises(ValueError, match="num_samples is for the prior predictive"):
+        ppl.predictive(model, posterior=posterior, num_samples=7)  # was ignored
+
+    def other(y=None):  # the posterior holds 'mu' only: drew mu2 from its prior silently
+        mu2 = numpyro.sample("mu2", dist.Normal(100.0, 1.0))
+        numpyro.sample("y", dist.Normal(mu2, 1.0), obs=y)
+
+    def extended(y=None):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+        shift = numpyro.sample("shift", dist.Normal(0.0, 1.0))
+        numpyro.sample("y", dist.Normal(mu + shift, 1.0), obs=y)
+
+    with pytest.raises(ValueError, match="holds none of the model's sites"):
+        ppl.predictive(other, posterior=posterior, y=None)
+    with pytest.warns(UserWarning, match=r"latent site\(s\) \['shift'\].*drawn from their prior"):
+        ppl.predictive(extended, posterior=posterior, y=None)
