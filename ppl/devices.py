@@ -32,6 +32,14 @@ def select_devices(devices, size: int, what: str) -> list:
         chosen = local[:devices]
     elif isinstance(devices, (list, tuple)) and devices:
         chosen = list(devices)
+        wrong = [d for d in chosen if not isinstance(d, jax.Device)]
+        if wrong:
+            raise TypeError(
+                f"devices must hold jax devices (from jax.devices()), got {wrong[0]!r}; pass an "
+                "int to take the first that many local devices"
+            )
+        if len(set(chosen)) != len(chosen):
+            raise ValueError(f"devices lists a device more than once: {chosen}")
     else:
         raise TypeError(f"devices must be None, an int or a list of jax devices, got {devices!r}")
     if size % len(chosen):

@@ -59,3 +59,18 @@ def test_one_device_and_four_devices_give_the_same_draws(backend):
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 0 and "SAME" in result.stdout, result.stderr[-4000:]
+
+
+def test_a_devices_list_is_checked_before_anything_runs():
+    """``devices=["cpu"]`` failed in ``jax.device_put`` after the model was compiled, and a
+    device listed twice with a bare ``AssertionError`` from JAX."""
+    import jax
+
+    from ppl.devices import select_devices
+
+    device = jax.devices()[0]
+    with pytest.raises(TypeError, match="devices must hold jax devices.*got 'cpu'"):
+        select_devices(["cpu"], 4, "chains")
+    with pytest.raises(ValueError, match="more than once"):
+        select_devices([device, device], 4, "chains")
+    assert select_devices([device], 4, "chains") == [device]
