@@ -38,11 +38,36 @@ def _load_model(spec: str):
 def _load_data(path: str | None) -> dict:
     if path is None:
         return {}
-    with open(path) as handle:
-        data = json.load(handle)
+    try:
+        with open(path) as handle:
+            data = json.load(handle)
+    except OSError as err:
+        raise SystemExit(f"ppl run: cannot read --data {path!r}: {err.strerror}") from None
+    except json.JSONDecodeError as err:
+        raise SystemExit(f"ppl run: --data {path!r} is not valid JSON: {err}") from None
     if not isinstance(data, dict):
         raise SystemExit(f"ppl run: {path!r} must hold a JSON object of argument -> value")
-    return {k: (np.asarray(v) if isinstance(v, list) else v) for k, v in data.items()}
+    arrays = {}
+    for key, value in data.items():
+        if not isinstance(value, list):
+            arrays[key] = value
+            continue
+        try:
+            arrays[key] = np.asarray(value)
+        except ValueError:
+            raise SystemExit(
+                f"ppl run: --data {path!r}: {key!r} is not a rectangular array (ragged lists)"
+            ) from None
+    return arrays
+
+
+def _check_output(path: str | None) -> None:
+    """Refuse an output file that cannot be written before the sampler runs."""
+    if path is None:
+        return
+    folder = Path(path).resolve().parent
+    if not folder.is_dir():
+        raise SystemExit(f"ppl run: --out {path!r}: no such folder {str(folder)!r}")
 
 
 MCMC_ONLY = ("chains", "warmup", "draws")
@@ -71,6 +96,7 @@ def _run(args) -> None:
     import ppl
 
     method, options = _sampler_options(args)
+    _check_output(args.out)
     model = _load_model(args.model)
     data = _load_data(args.data)
     sampler = ppl.smc if method == "smc" else ppl.mcmc
@@ -78,6 +104,10 @@ def _run(args) -> None:
         post = sampler(model, **options, **data)
     except (ValueError, TypeError) as err:  # bad options or data: the message names them
         raise SystemExit(f"ppl run: {err}") from err
+    except RuntimeError as err:
+        if not str(err).startswith("the model raised"):
+            raise
+        raise SystemExit(f"ppl run: {err}") from err  # the model's own error, named
     print(post)
     print(post.summary().to_string())  # every column, however wide the table
     print(post.diagnose())

@@ -94,3 +94,28 @@ def test_run_smc_takes_its_options_and_refuses_the_others(tmp_path, capsys):
     assert "smc/tempered/hmc" in captured.out and "ess_runs" in captured.out
     assert "2 run(s)" in captured.out  # the SMC diagnosis
     assert "%|" not in captured.err  # no progress bar
+
+
+def test_bad_data_output_and_a_failing_model_are_one_line_errors(tmp_path):
+    """Each used to end in a traceback (JSONDecodeError, FileNotFoundError, NumPy's ragged
+    array error, the model's error; a missing output folder only after sampling)."""
+    model_file = tmp_path / "model.py"
+    model_file.write_text(MODEL_FILE + "\ndef broken(y=None):\n    raise KeyError('oops')\n")
+    good = tmp_path / "data.json"
+    good.write_text(json.dumps({"y": [0.1, 0.2]}))
+    malformed = tmp_path / "bad.json"
+    malformed.write_text("{not json")
+    ragged = tmp_path / "ragged.json"
+    ragged.write_text(json.dumps({"y": [[1, 2], [3]]}))
+    spec = f"{model_file}:model"
+    cases = [
+        (["--data", str(malformed)], "is not valid JSON"),
+        (["--data", str(tmp_path / "missing.json")], "cannot read --data"),
+        (["--data", str(ragged)], "'y' is not a rectangular array"),
+        (["--data", str(good), "--out", str(tmp_path / "no" / "p.nc")], "no such folder"),
+    ]
+    for options, message in cases:
+        with pytest.raises(SystemExit, match=message):
+            cli.main(["run", spec, *options, "--no-progress"])
+    with pytest.raises(SystemExit, match="the model raised while being traced"):
+        cli.main(["run", f"{model_file}:broken", "--data", str(good), "--no-progress"])
