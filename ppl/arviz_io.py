@@ -83,9 +83,17 @@ def group_names(data) -> set[str]:
 def draws_to_arviz(draws, var_name: str, attrs: dict):
     """ArviZ data whose ``posterior`` group holds ``draws`` of shape ``(n, d)`` as one chain,
     dims ``(chain=1, draw, {var_name}_dim)``: the export of diffusion and composition samples."""
+    check_var_name(var_name)
     draws = np.asarray(draws)[None]
     site_dims = {var_name: (f"{var_name}_dim",)}
     return to_arviz({"posterior": dataset({var_name: draws}, site_dims=site_dims, attrs=attrs)})
+
+
+def check_var_name(var_name) -> str:
+    """A variable name for an export: a non-empty string."""
+    if not isinstance(var_name, str) or not var_name:
+        raise TypeError(f"var_name must be a non-empty string, got {var_name!r}")
+    return var_name
 
 
 def draws_summary(data, **kwargs):

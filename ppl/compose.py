@@ -45,7 +45,14 @@ from ppl import arviz_io
 from ppl.diffusion import DiffusionPrior, _check_grid
 from ppl.model import callables_fingerprint
 from ppl.smc_driver import drive_one
-from ppl.validation import check_count, check_option, check_real, check_seed, seed_int
+from ppl.validation import (
+    check_count,
+    check_flag,
+    check_option,
+    check_real,
+    check_seed,
+    seed_int,
+)
 
 __all__ = [
     "Composition",
@@ -419,6 +426,7 @@ def sample_composition(
             f"{type(target).__name__}"
         )
     n, k = check_count("num_samples", num_samples), check_count("steps", steps)
+    check_flag("progress_bar", progress_bar)
     key = check_seed(seed)
     if not callable(resampling):
         check_option("resampling", resampling, RESAMPLERS)

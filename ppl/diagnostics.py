@@ -35,6 +35,8 @@ import numpy as np
 from scipy.fft import irfft, next_fast_len, rfft
 from scipy.special import ndtri
 
+from ppl.validation import check_real
+
 MAX_RHAT = 1.01
 MIN_ESS_PER_CHAIN = 100
 MIN_E_BFMI = 0.3
@@ -112,6 +114,9 @@ def diagnose(
     """
     import arviz as az
 
+    max_rhat = check_real("max_rhat", max_rhat, 1.0, low_open=True)
+    min_ess_per_chain = check_real("min_ess_per_chain", min_ess_per_chain, 0.0)
+    min_e_bfmi = check_real("min_e_bfmi", min_e_bfmi, 0.0)
     chains, draws = post.num_chains, post.num_draws
     problems: list[str] = []
     stats = post.stats

@@ -39,6 +39,7 @@ from ppl.validation import (
     check_callable,
     check_count,
     check_diffusion_time,
+    check_flag,
     check_seed,
     seed_int,
 )
@@ -385,6 +386,7 @@ def sample_diffusion(
         )
     check_count("num_samples", num_samples)
     steps = check_count("steps", target.steps if steps is None else steps)
+    check_flag("progress_bar", progress_bar)
     key = check_seed(seed)
     m = target.sampler if method is None else _check_method(method)
     g = target.grid if grid is None else _check_grid(grid)

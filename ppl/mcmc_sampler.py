@@ -29,6 +29,7 @@ from ppl.model import CompiledModel, compile_model, program_fingerprint, values_
 from ppl.posterior import Posterior
 from ppl.validation import (
     check_count,
+    check_flag,
     check_model_keywords,
     check_numpyro_names,
     check_seed,
@@ -89,6 +90,8 @@ def mcmc(
     check_count("chains", chains)
     check_count("warmup", warmup, minimum=0)
     check_count("draws", draws)
+    check_flag("progress_bar", progress_bar)
+    check_flag("log_likelihood", log_likelihood)
     key = check_seed(seed)
     if chunk_size is not None:
         check_count("chunk_size", chunk_size)

@@ -22,6 +22,7 @@ from ppl.smc_diagnostics import warn_if_smc_problems
 from ppl.smc_driver import drive
 from ppl.validation import (
     check_count,
+    check_flag,
     check_model_keywords,
     check_numpyro_names,
     check_probability,
@@ -109,6 +110,12 @@ def smc(
     check_count("num_mcmc_steps", num_mcmc_steps)
     check_count("max_stages", max_stages)
     check_probability("target_ess", target_ess)
+    for name, flag in (
+        ("progress_bar", progress_bar),
+        ("log_likelihood", log_likelihood),
+        ("dense_mass", dense_mass),
+    ):
+        check_flag(name, flag)
     key = check_seed(seed)
     kernel_obj = get_kernel(kernel)
     if kernel_obj.name not in SMC_KERNELS:

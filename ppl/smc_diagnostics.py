@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ppl.diagnostics import _label, report
+from ppl.validation import check_count, check_real
 
 MIN_ESS_FRACTION = 0.01
 MIN_DISTINCT_TEMPERED = 0.5
@@ -115,6 +116,15 @@ def diagnose_smc(
     tempered = method.startswith("smc/tempered")
     if min_distinct is None:
         min_distinct = MIN_DISTINCT_TEMPERED if tempered else MIN_DISTINCT_DIFFUSION
+    for name, value in (
+        ("min_ess_fraction", min_ess_fraction),
+        ("min_distinct", min_distinct),
+        ("min_acceptance", min_acceptance),
+    ):
+        check_real(name, value, 0.0, 1.0)
+    check_count("min_distinct_particles", min_distinct_particles, minimum=0)
+    check_real("max_log_evidence_sd", max_log_evidence_sd, 0.0, low_open=True)
+    check_real("min_ess_runs", min_ess_runs, 0.0)
     runs, particles = post.num_chains, post.num_draws
     problems: list[str] = []
     result: dict = {}

@@ -38,7 +38,7 @@ from ppl.diagnostics import warn_if_problems
 from ppl.model import callables_fingerprint, data_fingerprint, program_fingerprint
 from ppl.posterior import Posterior
 from ppl.smc_driver import PROGRESS_UPDATES
-from ppl.validation import check_callable, check_count, check_real, seed_key
+from ppl.validation import check_callable, check_count, check_flag, check_real, seed_key
 
 __all__ = ["StateSpaceModel", "FilterResult", "particle_filter", "pmmh"]
 
@@ -184,6 +184,7 @@ class FilterResult(NamedTuple):
         """
         from ppl import arviz_io
 
+        arviz_io.check_var_name(var_name)
         trajectories = self.smooth(num_trajectories, seed)[None]
         attrs = {"method": "particle_filter", "log_likelihood": float(self.log_likelihood)}
         state_dims = ("time", f"{var_name}_dim")
@@ -615,6 +616,7 @@ def pmmh(
     check_count("pmmh: `warmup`", warmup, minimum=0)
     if chunk_size is not None:
         check_count("pmmh: `chunk_size`", chunk_size)
+    check_flag("pmmh: `progress_bar`", progress_bar)
     key = seed_key(seed)
     if init is not None and not isinstance(init, dict):
         raise TypeError(f"pmmh: `init` must be a dict or None, got {init!r}")

@@ -82,6 +82,13 @@ def check_real(
     return v
 
 
+def check_flag(name: str, value) -> bool:
+    """``value`` must be a boolean (``"no"`` or ``0.5`` would otherwise count as true)."""
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def check_callable(name: str, fn, expected: str = "") -> Callable:
     """``fn`` must be callable; ``expected`` describes its signature for the message."""
     if not callable(fn):

@@ -258,3 +258,29 @@ def test_predictive_refuses_what_it_used_to_ignore_or_fail_on_raw():
         ppl.predictive(other, posterior=posterior, y=None)
     with pytest.warns(UserWarning, match=r"latent site\(s\) \['shift'\].*drawn from their prior"):
         ppl.predictive(extended, posterior=posterior, y=None)
+
+
+def test_flags_thresholds_and_names_are_checked():
+    """``dense_mass="no"`` ran as True; ``diagnose(max_rhat="a")`` failed inside NumPy and
+    ``max_rhat=-1`` was taken; ``to_arviz(var_name=3)`` was taken."""
+    import pytest
+
+    with pytest.raises(TypeError, match="dense_mass must be True or False, got 'no'"):
+        ppl.smc(model, y=Y, particles=10, dense_mass="no")
+    with pytest.raises(TypeError, match="progress_bar must be True or False"):
+        ppl.mcmc(model, y=Y, progress_bar="yes")
+    with pytest.raises(TypeError, match="log_likelihood must be True or False"):
+        ppl.mcmc(model, y=Y, log_likelihood=None)
+    post = ppl.mcmc(model, y=Y, chains=2, warmup=20, draws=10, progress_bar=False)
+    with pytest.raises(TypeError, match="max_rhat must be a real number"):
+        post.diagnose(max_rhat="a")
+    with pytest.raises(ValueError, match="max_rhat must be > 1.0"):
+        post.diagnose(max_rhat=-1)
+    ssm = ppl.StateSpaceModel(
+        lambda: dist.Normal(0.0, 1.0),
+        lambda x, t: dist.Normal(0.9 * x, 0.5),
+        lambda x, t: dist.Normal(x, 0.3),
+    )
+    pf = ppl.particle_filter(ssm, np.zeros(4), particles=16)
+    with pytest.raises(TypeError, match="var_name must be a non-empty string"):
+        pf.to_arviz(var_name=3)
