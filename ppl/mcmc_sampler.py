@@ -68,8 +68,9 @@ def mcmc(
         draws: iterations kept per chain.
         seed: integer seed; the same seed gives the same draws.
         progress_bar: show a tqdm bar with the divergences so far.
-        init: optional dict of constrained initial values for some or all latent sites
-            (shared by all chains); the others start Stan-style in (-2, 2).
+        init: optional dict of constrained initial values for some or all latent sites,
+            each of the site's shape (shared by the chains) or ``(chains, *shape)`` (one per
+            chain); the others start at random, Stan-style in (-2, 2) on unconstrained space.
         log_likelihood: compute the pointwise log-likelihood of observed sites (for LOO).
         chunk_size: iterations per jitted chunk (default: about 1/20 of the run when the bar
             is shown, else the whole run).

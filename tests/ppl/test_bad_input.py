@@ -5,6 +5,8 @@ Every example is invalid by construction, so each call must raise ``ValueError``
 deep inside JAX, and never a silent NaN result.
 """
 
+import os
+
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
@@ -14,6 +16,11 @@ from hypothesis import strategies as st
 import ppl
 
 Y = np.array([0.5, -0.2, 1.3])
+
+
+def _examples(default: int) -> int:
+    """Hypothesis examples per property: PPL_HYPOTHESIS_EXAMPLES=300 for a deeper local search."""
+    return int(os.environ.get("PPL_HYPOTHESIS_EXAMPLES", default))
 
 
 def model(y=None):
@@ -43,7 +50,7 @@ def _raises_naming(call, *names):
     raise AssertionError("no error was raised")
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=_examples(25), deadline=None)
 @given(
     argument=st.sampled_from(["chains", "draws", "warmup"]),
     value=bad_counts,
@@ -54,20 +61,20 @@ def test_mcmc_counts(argument, value):
     _raises_naming(lambda: ppl.mcmc(model, y=Y, progress_bar=False, **{argument: value}), argument)
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=_examples(15), deadline=None)
 @given(seed=bad_seeds)
 def test_seed(seed):
     _raises_naming(lambda: ppl.mcmc(model, y=Y, seed=seed, progress_bar=False), "seed")
     _raises_naming(lambda: ppl.smc(model, y=Y, seed=seed), "seed")
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=_examples(15), deadline=None)
 @given(value=bad_counts, argument=st.sampled_from(["particles", "runs", "max_stages"]))
 def test_smc_counts(value, argument):
     _raises_naming(lambda: ppl.smc(model, y=Y, **{argument: value}), argument)
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=_examples(20), deadline=None)
 @given(
     position=st.integers(0, 2),
     bad=st.sampled_from([np.nan, np.inf, -np.inf]),
@@ -83,7 +90,7 @@ def test_observed_data_nan_inf_or_wrong_shape(position, bad, shape_change):
     _raises_naming(lambda: ppl.smc(model, y=y), "'y'")
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=_examples(15), deadline=None)
 @given(
     kernel=st.one_of(
         st.text(max_size=6).filter(lambda s: s.lower() not in ("nuts", "hmc", "mala", "rwmh")),
@@ -100,7 +107,7 @@ def scale_model(y=None):
         numpyro.sample("y", dist.Normal(0.0, sigma), obs=y)
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=_examples(20), deadline=None)
 @given(
     value=st.one_of(
         st.floats(max_value=0.0),  # outside the support (or NaN)
@@ -117,7 +124,7 @@ def test_init_values_are_checked_by_site(value):
     )
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=_examples(20), deadline=None)
 @given(
     data=st.one_of(
         st.sampled_from([[0, 1, 2], [1, -1, 0], [0.5, 1, 1]]),  # outside {0, 1}

@@ -29,7 +29,7 @@ from models import gmm_targets as gt
 from models.gmm import GaussianMixture
 from models.state_space import LinearGaussian
 
-# PPL_HYPOTHESIS_EXAMPLES=200 for a deeper local search
+# PPL_HYPOTHESIS_EXAMPLES=300 for a deeper local search
 SETTINGS = settings(
     max_examples=int(os.environ.get("PPL_HYPOTHESIS_EXAMPLES", 12)),
     deadline=None,
