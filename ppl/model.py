@@ -974,15 +974,19 @@ def _plate_dims(site) -> tuple[str | None, ...]:
     """Names for every axis of the site's value: a plate's name at the batch axis of its
     ``dim`` (``plate("groups", 4, dim=-2)`` names the second batch axis from the right,
     whatever is right of it), ``None`` for the other axes and the event axes (which get
-    ``{site}_dim_{i}``). A deterministic site declares no event axes: it has the fewest
-    trailing axes at which every plate's size fits (``exp`` of a ``MultivariateNormal`` in a
-    plate of 6 has shape ``(6, 2)``: one), and no plate names where none fits."""
+    ``{site}_dim_{i}``). A deterministic site declares no event axes: its batch axes are
+    taken to be its plates' (the leading ones, as ArviZ does: ``exp`` of a
+    ``MultivariateNormal`` in a plate of 6 has shape ``(6, 2)``, twice a ``Dirichlet(3)`` in a
+    plate of 3 ``(3, 3)``: one trailing event axis) where the sizes fit, else the fewest
+    trailing axes at which every plate's size fits, and no plate names where none does."""
     shape = np.shape(site["value"])
     frames = [f for f in site.get("cond_indep_stack", []) if f.dim is not None]
     if site["type"] == "sample":
         event_ndims = [len(getattr(site.get("fn"), "event_shape", ()))]
     else:
-        event_ndims = range(len(shape) + 1)
+        nesting = max((-f.dim for f in frames), default=0)
+        leading = [len(shape) - nesting] if len(shape) >= nesting else []
+        event_ndims = leading + list(range(len(shape) + 1))
     for event_ndim in event_ndims:
         batch_ndim = len(shape) - event_ndim
         inside = [f for f in frames if -batch_ndim <= f.dim < 0]

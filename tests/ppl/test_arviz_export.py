@@ -142,6 +142,9 @@ def test_plate_names_land_on_their_own_axes():
             numpyro.deterministic("b_exp", np.exp(b))  # (3, 2) in the plate: a trailing axis
             numpyro.deterministic("b_sum", b.sum())  # a scalar inside the plate: no axis
             numpyro.sample("y", dist.Normal(b[:, 0], 1.0), obs=y)
+        with numpyro.plate("g", 3):  # plate size = event size: the plate was on the last axis
+            w = numpyro.sample("w", dist.Dirichlet(np.array([1.0, 2.0, 3.0])))
+            numpyro.deterministic("w2", 2 * w)
 
     y = np.array([0.1, 0.2, 0.3])
     compiled = compile_model(model, (y,), {})
@@ -150,6 +153,7 @@ def test_plate_names_land_on_their_own_axes():
     assert compiled.site_dims["mu"] == ("n",)
     # the plate used to be put on the last axis: 'n' of length 2, and ArviZ refused the export
     assert compiled.site_dims["b_exp"] == ("n", None) and compiled.site_dims["b_sum"] == ()
+    assert compiled.site_dims["w"] == compiled.site_dims["w2"] == ("g", None)
     post = Posterior(
         samples={
             "a": np.zeros((C, D, 4, 1)),
