@@ -440,10 +440,9 @@ class CompiledModel:
         )
         # unscaled, as numpyro's log_likelihood of a model without discrete sites: a scale
         # handler weights the sites in the joint density, not the pointwise likelihood
-        discrete = sum(_unscaled_log_prob(enumerated[n]) for n in self.enumerated)
         pointwise = {}
         for name in self.observed:
-            shared = self._shared_discrete_sites(enumerated, name)
+            depends, shared = self._discrete_dependencies(enumerated, name)
             if shared:
                 warnings.warn(
                     f"observed site '{name}': no pointwise log-likelihood: its elements depend "
@@ -454,7 +453,11 @@ class CompiledModel:
                 )
                 continue
             expected = jnp.shape(_unscaled_log_prob(plain[name]))
-            total = discrete + _unscaled_log_prob(enumerated[name])
+            # the discrete sites the site does not depend on sum to one: leave them out (one in
+            # another plate would not broadcast against it)
+            total = _unscaled_log_prob(enumerated[name])
+            for z in depends:
+                total = total + _unscaled_log_prob(enumerated[z])
             enum_dims = total.ndim - self.max_plate_nesting
             if enum_dims > 0:
                 total = jax.nn.logsumexp(total, axis=tuple(range(enum_dims)))
@@ -476,13 +479,13 @@ class CompiledModel:
             pointwise[name] = jnp.broadcast_to(total, expected)
         return pointwise
 
-    def _shared_discrete_sites(self, enumerated, name: str) -> list[str]:
+    def _discrete_dependencies(self, enumerated, name: str) -> tuple[list[str], list[str]]:
         """The discrete sites that the observed site ``name`` depends on, directly or through
-        other discrete sites, and that are not in every plate of ``name``'s (a changepoint
-        ``tau`` shared by all the time steps): with one, ``sum_i log p(y_i | theta)`` is not
-        ``log p(y | theta)``. In the enumerated trace each discrete site's value varies along
-        its own enumeration axis, and a log-density depends on the site where it varies along
-        that axis too."""
+        other discrete sites, and those of them that are not in every plate of ``name``'s (a
+        changepoint ``tau`` shared by all the time steps): with one, ``sum_i log p(y_i |
+        theta)`` is not ``log p(y | theta)``. In the enumerated trace each discrete site's
+        value varies along its own enumeration axis, and a log-density depends on the site
+        where it varies along that axis too."""
 
         def varies(shape, axis):
             return axis is not None and len(shape) >= -axis and shape[axis] > 1
@@ -504,7 +507,8 @@ class CompiledModel:
                 if z not in depends and varies(shape, own_axis[z]):
                     depends.add(z)
                     frontier.append(jnp.shape(_unscaled_log_prob(enumerated[z])))
-        return sorted(z for z in depends if not plates[name] <= plates[z])
+        shared = sorted(z for z in depends if not plates[name] <= plates[z])
+        return sorted(depends), shared
 
     def initial_candidates(self, key, num: int):
         """``(num, INIT_ATTEMPTS, dim)`` Stan-style candidate starts, uniform on ``(-2, 2)`` on

@@ -198,6 +198,37 @@ def test_no_pointwise_log_likelihood_where_a_discrete_site_is_shared_by_observat
     assert switch.pointwise_log_likelihood({"loc": jnp.zeros(2)})["y"].shape == (2, len(Y))
 
 
+def test_observations_that_do_not_depend_on_the_discrete_sites_keep_their_likelihood():
+    """A site in another plate (``y2``, 5 elements next to the mixture's 8) crashed the export
+    after sampling ("Incompatible shapes for broadcasting"), and a scalar one (``y0``) was left
+    out with a warning naming ``z``: every discrete site was added to every observed one. Only
+    the discrete sites an observation depends on are summed out now."""
+    import warnings
+
+    def mixture_and_more(y, y2):
+        w = numpyro.sample("w", dist.Dirichlet(jnp.ones(2)))
+        m = numpyro.sample("m", dist.Normal(0.0, 2.0))
+        with numpyro.plate("n", len(y)):
+            z = numpyro.sample("z", dist.Categorical(w))
+            numpyro.sample("y", dist.Normal(jnp.array([-1.0, 2.0])[z], 1.0), obs=y)
+        with numpyro.plate("k", len(y2)):
+            numpyro.sample("y2", dist.Normal(m, 1.0), obs=y2)
+        numpyro.sample("y0", dist.Normal(m, 1.0), obs=0.3)
+
+    y2 = np.array([0.5, -0.1, 0.9, 1.4, 0.2])
+    compiled = compile_model(mixture_and_more, (Y, y2))
+    w, m = np.array([0.3, 0.7]), 0.4
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        batch = {"w": jnp.asarray(w)[None], "m": jnp.asarray([m])}  # one draw
+        pointwise = {k: v[0] for k, v in compiled.pointwise_log_likelihood(batch).items()}
+    normal = lambda x, loc: -0.5 * (x - loc) ** 2 - 0.5 * np.log(2 * np.pi)  # noqa: E731
+    expected_y = logsumexp([np.log(w[0]) + normal(Y, -1.0), np.log(w[1]) + normal(Y, 2.0)], axis=0)
+    np.testing.assert_allclose(pointwise["y"], expected_y, rtol=1e-5)
+    np.testing.assert_allclose(pointwise["y2"], normal(y2, m), rtol=1e-5)
+    np.testing.assert_allclose(pointwise["y0"], normal(0.3, m), rtol=1e-5)
+
+
 def test_same_seed_same_assignments(nuts_on_shifted_mixture):
     again = ppl.mcmc(shifted_mixture, Y, seed=1, **NUTS_RUN)  # the compiled program is reused
     other = ppl.mcmc(shifted_mixture, Y, seed=2, **NUTS_RUN)
