@@ -96,7 +96,7 @@ def predictive(
     out = {
         k: np.asarray(v).reshape(chains, draws_per_chain, *np.shape(v)[1:])
         for k, v in draws.items()
-        if k not in compiled.latents
+        if k not in compiled.latents or (sites and k in sites)  # a latent site asked for by name
     }
     observed = {k: v for k, v in out.items() if k in compiled.observed}
     same_shapes = all(

@@ -261,6 +261,9 @@ def test_predictive_refuses_what_it_used_to_ignore_or_fail_on_raw():
         shift = numpyro.sample("shift", dist.Normal(0.0, 1.0))
         numpyro.sample("y", dist.Normal(mu + shift, 1.0), obs=y)
 
+    asked = ppl.predictive(model, posterior=posterior, y=None, return_sites=["mu", "y"])
+    assert sorted(asked) == ["mu", "y"]  # a latent site asked for by name was dropped
+    np.testing.assert_allclose(asked["mu"], posterior.samples["mu"], rtol=1e-6)  # float32
     with pytest.raises(ValueError, match="holds none of the model's sites"):
         ppl.predictive(other, posterior=posterior, y=None)
     with pytest.warns(UserWarning, match=r"latent site\(s\) \['shift'\].*drawn from their prior"):
