@@ -45,6 +45,13 @@ def dataset(
         value = np.asarray(value)
         dims = _dims_for(name, value.shape, leading, site_dims.get(name, ()))
         data_vars[name] = (dims, value)
+    all_dims = {d for dims, _ in data_vars.values() for d in dims}
+    clash = sorted(set(data_vars) & all_dims)
+    if clash:  # xarray makes such a variable a coordinate, and ArviZ drops the group
+        raise ValueError(
+            f"site(s) {clash} share their name with a dimension of the ArviZ export "
+            f"({sorted(all_dims)}); rename the site (or the plate)"
+        )
     ds = xr.Dataset(data_vars)
     for dim in ds.dims:
         if dim not in ds.coords:

@@ -179,3 +179,11 @@ def test_plate_names_land_on_their_own_axes():
     ).to_arviz()
     assert vector.log_likelihood["Y"].dims == ("chain", "draw", "n")
     assert vector.observed_data["Y"].dims == ("n", "Y_dim_1")
+
+
+def test_a_site_named_like_a_dimension_is_refused_not_dropped():
+    """A site named ``draw`` became an xarray coordinate and ArviZ dropped the whole
+    posterior group without a word (``summary()`` then summarised the log-likelihood)."""
+    post = Posterior(samples={"draw": np.zeros((C, D)), "mu": np.zeros((C, D))})
+    with pytest.raises(ValueError, match=r"site\(s\) \['draw'\] share their name with a dim"):
+        post.to_arviz()
