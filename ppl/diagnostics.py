@@ -197,6 +197,27 @@ def warn_if_problems(post) -> None:
         )
 
 
+def warn_if_nonfinite(arrays: dict, where: str, stacklevel: int = 3) -> None:
+    """Warn naming each site of ``arrays`` with NaN or infinite values and how many (a
+    deterministic site or a predictive draw the model computes as ``log`` or ``sqrt`` of a
+    negative number, or an overflow), rather than let NaN reach the summaries silently."""
+    bad = []
+    for name, value in arrays.items():
+        value = np.asarray(value)
+        if not np.issubdtype(value.dtype, np.floating):
+            continue
+        count = int(value.size - np.count_nonzero(np.isfinite(value)))
+        if count:
+            bad.append(f"'{name}' ({count} of {value.size} values)")
+    if bad:
+        warnings.warn(
+            f"{where}: NaN or infinite values in {', '.join(bad)}; the model computes them at "
+            "some draws (a log or sqrt of a negative number, an overflow), and their "
+            "summaries will be NaN or infinite",
+            stacklevel=stacklevel,
+        )
+
+
 def _latent_blocks(post, block: int = 1024):
     """``(labels, draws (chains, draws, K <= block))`` for the latent site elements that vary
     (deterministic sites are functions of these), in float64, a block at a time."""

@@ -47,6 +47,7 @@ from inference.diffusion.posterior.tds import gaussian_twist, tds_mala_rejuvenat
 from inference.diffusion.posterior.tds import tds as _tds
 from inference.smc import engine
 from inference.smc.resampling import RESAMPLERS
+from ppl.diagnostics import warn_if_nonfinite
 from ppl.model import (
     callables_fingerprint,
     compile_model,
@@ -541,6 +542,7 @@ def smc_inverse_problem(
             "partial": driven.interrupted,
         },
     )
+    warn_if_nonfinite(post.samples, "ppl.smc", stacklevel=2)
     warn_if_smc_problems(post, stacklevel=2)
     return post
 

@@ -24,7 +24,7 @@ from inference.mcmc import adaptation
 from inference.mcmc.kernels import get_kernel
 from ppl import checkpoint as ppl_checkpoint
 from ppl.devices import select_devices, shard_leading
-from ppl.diagnostics import warn_if_problems
+from ppl.diagnostics import warn_if_nonfinite, warn_if_problems
 from ppl.model import CompiledModel, compile_model, program_fingerprint, values_outside
 from ppl.posterior import Posterior
 from ppl.validation import (
@@ -212,6 +212,7 @@ def mcmc(
             "seed": seed_int(seed),
         },
     )
+    warn_if_nonfinite(post.samples, "ppl.mcmc", stacklevel=2)
     warn_if_problems(post)
     return post
 

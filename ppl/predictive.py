@@ -10,6 +10,7 @@ import jax
 import numpy as np
 from numpyro.infer import Predictive
 
+from ppl.diagnostics import warn_if_nonfinite
 from ppl.model import compile_model, trace_model
 from ppl.posterior import Posterior
 from ppl.validation import check_count, check_model_keywords, check_numpyro_names, check_seed
@@ -52,7 +53,9 @@ def predictive(
         draws = Predictive(model, num_samples=num_samples, return_sites=return_sites)(
             key, *args, **model_kwargs
         )
-        return {k: np.asarray(v)[None] for k, v in draws.items()}
+        out = {k: np.asarray(v)[None] for k, v in draws.items()}
+        warn_if_nonfinite(out, "ppl.predictive", stacklevel=2)
+        return out
     if not isinstance(posterior, Posterior):
         raise TypeError(f"posterior must be a ppl.Posterior, got {type(posterior).__name__}")
     if num_samples is not None:
@@ -109,6 +112,7 @@ def predictive(
     )
     group = "posterior_predictive" if same_shapes and same_inputs else "predictions"
     posterior.predictive[group] = observed or out
+    warn_if_nonfinite(out, "ppl.predictive", stacklevel=2)
     return out
 
 

@@ -15,6 +15,7 @@ from inference.mcmc.kernels import get_kernel
 from inference.smc import tempered
 from ppl import checkpoint as ppl_checkpoint
 from ppl.devices import particle_sharding, select_devices
+from ppl.diagnostics import warn_if_nonfinite
 from ppl.inverse import smc_inverse_problem
 from ppl.model import compile_model, program_fingerprint, trace_model
 from ppl.posterior import Posterior
@@ -274,6 +275,7 @@ def smc(
             "seed": seed_int(seed),
         },
     )
+    warn_if_nonfinite(post.samples, "ppl.smc", stacklevel=2)
     warn_if_smc_problems(post, stacklevel=2)
     return post
 

@@ -247,3 +247,19 @@ def test_diagnose_refuses_results_of_no_known_method():
     post = ppl.Posterior(samples={"x": np.zeros((1, 10))}, attrs={"method": "hand-made"})
     with pytest.raises(ValueError, match="diagnose\\(\\) checks Markov chains"):
         post.diagnose()
+
+
+def test_non_finite_deterministic_and_predictive_draws_are_named():
+    """``log`` of a latent that is negative half the time: NaN in half the draws of 'l', which
+    reached the summaries silently (ArviZ logged "Array contains NaN-value", naming nothing)."""
+
+    def model(y=None):
+        x = numpyro.sample("x", dist.Normal(0.0, 1.0))
+        numpyro.deterministic("l", jnp.log(x))
+        numpyro.sample("y", dist.Normal(x, 1.0), obs=y)
+
+    pattern = r"NaN or infinite values in 'l' \(\d+ of 60 values\)"
+    with pytest.warns(UserWarning, match="ppl.mcmc: " + pattern):
+        ppl.mcmc(model, y=0.0, chains=1, warmup=50, draws=60, progress_bar=False)
+    with pytest.warns(UserWarning, match="ppl.predictive: " + pattern):
+        ppl.predictive(model, num_samples=60)
