@@ -144,6 +144,7 @@ class FilterResult(NamedTuple):
         x = np.asarray(self.particles, dtype=np.float64).reshape(T, N, -1)
         w = np.exp(self.log_weights - self.log_weights.max(axis=1, keepdims=True))
         w = (w / w.sum(axis=1, keepdims=True))[..., None]
+        x = np.where(w > 0, x, 0.0)  # weight-zero particles (NaN states) are left out
         mean = np.sum(w * x, axis=1)
         sd = np.sqrt(np.sum(w * (x - mean[:, None]) ** 2, axis=1))
         order = np.argsort(x, axis=1)
@@ -481,6 +482,7 @@ def particle_filter(
         _ssm_contents(ssm, proposal, proposal0),
     )
     _engine.check(out.smc)
+    _warn_if_nonfinite_states(out.particles, "particle_filter")
     T = ys_np.shape[0]
     return FilterResult(
         log_likelihood=float(out.log_likelihood),
@@ -491,6 +493,23 @@ def particle_filter(
         log_weights=np.asarray(out.log_weights),
         ssm=ssm,
     )
+
+
+def _warn_if_nonfinite_states(particles, where: str) -> None:
+    """Name the steps at which the model produced NaN or infinite particle states: the engine
+    gives them weight zero, so the filter goes on with the others, a distribution cut off
+    where the transition (or proposal) is undefined."""
+    states = np.asarray(particles).reshape(np.shape(particles)[0], np.shape(particles)[1], -1)
+    bad = ~np.all(np.isfinite(states), axis=-1)  # (T, N)
+    if bad.any():
+        steps = np.flatnonzero(bad.any(axis=1))
+        warnings.warn(
+            f"{where}: {int(bad.sum())} particle state(s) were NaN or infinite, at {steps.size} "
+            f"of {bad.shape[0]} steps (first t={int(steps[0])}): the transition or proposal "
+            "produced them (a sqrt or log of a negative state, an overflow); they got weight "
+            "zero, so the filter ignores the region where the model is undefined",
+            stacklevel=3,
+        )
 
 
 @partial(jax.jit, static_argnums=(0, 3, 4))

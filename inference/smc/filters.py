@@ -92,8 +92,15 @@ def _index(ys: PyTree, t: Array) -> PyTree:
 
 
 def _weighted_mean(x: PyTree, log_W: Array) -> PyTree:
+    """``sum_n W^n x^n``; particles of weight zero are left out (a NaN state, which the
+    engine gives weight zero, would otherwise make the mean NaN: 0 * NaN = NaN)."""
     w = jnp.exp(log_W)
-    return jax.tree.map(lambda leaf: jnp.tensordot(w.astype(leaf.dtype), leaf, axes=1), x)
+
+    def mean(leaf):
+        kept = jnp.where(jnp.reshape(w > 0, w.shape + (1,) * (leaf.ndim - 1)), leaf, 0.0)
+        return jnp.tensordot(w.astype(leaf.dtype), kept, axes=1)
+
+    return jax.tree.map(mean, x)
 
 
 def bootstrap_fk(

@@ -66,6 +66,7 @@ def ffbs(
             return transition_logpdf(rep, x_t, t + 1)
 
         log_b = log_weights[t][None, :] + jax.vmap(one)(x_next)  # (M, N)
+        log_b = jnp.where(jnp.isnan(log_b), -jnp.inf, log_b)  # a NaN state is never chosen
         idx = jax.random.categorical(k, log_b, axis=-1).astype(jnp.int32)
         x = take(x_t, idx)
         return x, x

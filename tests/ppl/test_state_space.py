@@ -350,3 +350,19 @@ def test_pmmh_recovers_ar1_parameters():
         assert abs(draws.std() / sd - 1) < 0.35, (name, draws.std(), sd)
         assert abs(true[name] - draws.mean()) < 3.5 * draws.std()
     assert np.all(res.stats["acceptance_rate"].mean(axis=1) > 0.05)
+
+
+def test_nan_states_are_named_and_kept_out_of_the_filtering_summaries():
+    """``sqrt`` of a state that can be negative: those particles get weight zero, but 0 * NaN
+    made 13 of 20 filtering means, the summary and half the FFBS paths NaN, silently."""
+    ssm = ppl.StateSpaceModel(
+        init=lambda: dist.Normal(1.0, 1.0),
+        transition=lambda x, t: dist.Normal(jnp.sqrt(x), 0.3),
+        observation=lambda x, t: dist.Normal(x, 0.5),
+    )
+    with pytest.warns(UserWarning, match=r"particle state\(s\) were NaN or infinite"):
+        pf = ppl.particle_filter(ssm, np.linspace(0.5, 2.0, 20), particles=300, seed=0)
+    assert np.isfinite(pf.log_likelihood)
+    assert np.all(np.isfinite(pf.filter_means))
+    assert np.all(np.isfinite(pf.summary().to_numpy(dtype=float)))
+    assert np.all(np.isfinite(pf.smooth(50, seed=1)))
