@@ -140,6 +140,16 @@ def diagnose(
                 "trajectories were cut short (an efficiency problem, not a bias); consider a "
                 "larger max_tree_depth or a reparametrisation"
             )
+    if "log_likelihood_estimate" in stats:  # PMMH: a chain stuck where the filter fails
+        estimates = np.asarray(stats["log_likelihood_estimate"]).reshape(chains, -1)
+        stuck = [c for c in range(chains) if not np.any(np.isfinite(estimates[c]))]
+        if stuck:
+            problems.append(
+                f"chain(s) {stuck} never had a finite likelihood estimate: they started where "
+                "the particle filter's likelihood is zero and accepted no move from there (a "
+                "proposal there compares -inf with -inf); give init= inside the region the "
+                "data allow, or more particles"
+            )
     if "energy" in stats and draws > 2:
         bfmi = np.atleast_1d(np.asarray(az.bfmi(np.asarray(stats["energy"], np.float64))))
         result["e_bfmi"] = bfmi

@@ -366,3 +366,31 @@ def test_nan_states_are_named_and_kept_out_of_the_filtering_summaries():
     assert np.all(np.isfinite(pf.filter_means))
     assert np.all(np.isfinite(pf.summary().to_numpy(dtype=float)))
     assert np.all(np.isfinite(pf.smooth(50, seed=1)))
+
+
+def test_a_pmmh_chain_stuck_where_the_filter_fails_is_reported():
+    """Observations 0.45 under Uniform(x - s, x + s) with x near 0: s = 0.1 has likelihood
+    zero, and a chain started there never moves (-inf against -inf). ``diagnose()`` said "no
+    problems found"."""
+    ys = np.full(10, 0.45)
+
+    def build(p):
+        return ppl.StateSpaceModel(
+            init=lambda: dist.Normal(0.0, 0.01),
+            transition=lambda x, t: dist.Normal(x, 0.01),
+            observation=lambda x, t: dist.Uniform(x - p["s"], x + p["s"]),
+        )
+
+    with pytest.warns(UserWarning, match=r"chain\(s\) \[0, 1\] never had a finite likelihood"):
+        post = pmmh(
+            build,
+            {"s": dist.Uniform(0.0, 1.0)},
+            ys,
+            draws=20,
+            particles=50,
+            chains=2,
+            step_size=0.05,
+            init={"s": 0.1},
+            progress_bar=False,
+        )
+    assert not post.diagnose().ok
