@@ -40,6 +40,7 @@ from jax import Array
 
 from inference.diffusion import fkc as _fkc
 from inference.diffusion import superdiff as _superdiff
+from inference.smc.engine import nan_potentials_report
 from inference.smc.resampling import RESAMPLERS
 from ppl import arviz_io
 from ppl.diffusion import DiffusionPrior, _check_grid
@@ -553,6 +554,9 @@ def sample_composition(
             stacklevel=2,
         )
     _check_finite(res.samples, "fkc")
+    nan_weights = nan_potentials_report(res.smc) if weighted else None
+    if nan_weights:  # a score that is NaN somewhere: that region is silently cut out
+        warnings.warn(f"FKC: {nan_weights}", stacklevel=3)
     log_z = float(res.log_normalizer) if weighted else None
     if weighted and bool(res.smc.failed):
         raise FloatingPointError(

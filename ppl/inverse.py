@@ -489,6 +489,9 @@ def smc_inverse_problem(
             stacklevel=2,
         )
     engine.check(result)
+    nan_weights = engine.nan_potentials_report(result)
+    if nan_weights:  # a score or likelihood that is NaN somewhere: that region is cut out
+        warnings.warn(f"{method}: {nan_weights}", stacklevel=2)
     x = result.particles["x"] if isinstance(result.particles, dict) else result.particles
     x = np.asarray(x)
     if not np.all(np.isfinite(x)):

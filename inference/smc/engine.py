@@ -106,6 +106,9 @@ class SMCResult(NamedTuple):
         failed: scalar bool, all weights were zero at some step.
         failed_step: scalar int32, the first such step (``-1`` for the initial weights,
             ``T`` if none; use :func:`check`).
+        nan_potentials: ``(T,)`` int32, how many particles' log-potential ``log G_t`` was NaN
+            at step ``t`` (each given weight zero: a score or density undefined there, which
+            cuts that region out of the target; callers should say so).
     """
 
     particles: PyTree
@@ -120,6 +123,7 @@ class SMCResult(NamedTuple):
     summaries: PyTree
     failed: Array
     failed_step: Array
+    nan_potentials: Array
 
 
 def _clean(log_w: Array) -> Array:
@@ -215,6 +219,7 @@ class StepRecord(NamedTuple):
     log_evidence_running: Array
     aux: PyTree
     summaries: PyTree
+    nan_potentials: Array
 
 
 def _keys(key: Array) -> tuple[Array, Array, Array]:
@@ -299,14 +304,17 @@ def advance(
         t, k_step = step
         t_model = t if num_steps is None else jnp.minimum(t, num_steps - 1)
         new, log_g, aux = fk.step(k_step, particles, t_model)
-        log_g = _clean(jnp.broadcast_to(jnp.asarray(log_g, dtype), (n,)))
+        log_g = jnp.broadcast_to(jnp.asarray(log_g, dtype), (n,))
+        nan_count = jnp.sum(jnp.isnan(log_g)).astype(jnp.int32)
+        log_g = _clean(log_g)
         if num_steps is not None:
             # Past the end: keep the particles, no weight (the record is padding). A select,
             # not a cond: no branch decision per step.
             valid = t < num_steps
             new = jax.tree.map(lambda a, b: jnp.where(valid, a, b), new, particles)
             log_g = jnp.where(valid, log_g, 0.0)
-        return new, (log_g, aux, new if summary_fn is not None else None)
+            nan_count = jnp.where(valid, nan_count, 0)
+        return new, (log_g, nan_count, aux, new if summary_fn is not None else None)
 
     def block(state, steps):
         ts, (k_res, k_rej, k_step) = steps
@@ -330,7 +338,7 @@ def advance(
         particles, log_W, ancestors = jax.lax.cond(
             do_resample, _resample, _keep, (particles, log_W)
         )
-        particles, (log_g, aux, history) = jax.lax.scan(move, particles, (ts, k_step))
+        particles, (log_g, nan_counts, aux, history) = jax.lax.scan(move, particles, (ts, k_step))
         # (k, N) unnormalised log-weights after each step of the block, normalised row-wise.
         log_w = _clean(log_W + jnp.cumsum(log_g, axis=0))
         rows_log_W, rows_lse, rows_ok, rows_ess = jax.vmap(normalize_with_ess)(log_w)
@@ -359,6 +367,7 @@ def advance(
             log_evidence_running=running,
             aux=aux,
             summaries=summaries,
+            nan_potentials=nan_counts,
         )
         new_state = SMCState(
             particles,
@@ -509,6 +518,22 @@ def run_program(key: Array, program: Program, num_particles: int) -> SMCResult:
         p.resample_at_end,
         p.summary_fn,
         p.resample_every,
+    )
+
+
+def nan_potentials_report(result: SMCResult) -> str | None:
+    """Host side: a sentence saying how many log-potentials were NaN and at how many steps
+    (those particles got weight zero), or ``None`` when there were none."""
+    counts = np.asarray(result.nan_potentials)
+    total = int(counts.sum())
+    if not total:
+        return None
+    per_step = counts.reshape(-1, counts.shape[-1]).sum(axis=0)
+    steps = np.flatnonzero(per_step)
+    return (
+        f"{total} particle log-weight(s) were NaN, at {steps.size} of {per_step.size} steps "
+        f"(first step {int(steps[0])}); those particles got weight zero, which cuts the region "
+        "where the score or density is undefined out of the target"
     )
 
 
