@@ -430,6 +430,7 @@ def _all_finite(x) -> bool:
 
 
 def _non_finite_message(where: str, method: str, steps: int | None = None) -> str:
+    method = {"heun": "ode"}.get(method, method)  # the name the user passed
     settings = f"method={method!r}" + ("" if steps is None else f", steps={steps}")
     if method == "dopri5":
         return (

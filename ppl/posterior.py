@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -115,9 +115,20 @@ class Posterior:
         """
         import arviz as az
 
+        # in float64: ArviZ computes in the draws' dtype, and a float32 sd of finite draws up
+        # to 6e37 (LogNormal(0, 100)) overflowed to inf
+        wide = replace(
+            self,
+            samples={
+                k: np.asarray(v, np.float64)
+                if np.issubdtype(np.asarray(v).dtype, np.floating)
+                else v
+                for k, v in self.samples.items()
+            },
+        ).to_arviz()
         if not self.is_smc or "kind" in kwargs:
-            return az.summary(self.to_arviz(), var_names=var_names, **kwargs)
-        table = arviz_io.draws_summary(self.to_arviz(), var_names=var_names, **kwargs)
+            return az.summary(wide, var_names=var_names, **kwargs)
+        table = arviz_io.draws_summary(wide, var_names=var_names, **kwargs)
         if self.num_chains >= 2 and "sd" in table.columns:
             from ppl.smc_diagnostics import between_run_error
 

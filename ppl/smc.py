@@ -224,8 +224,8 @@ def smc(
     result = jax.tree.map(np.asarray, result)
     if np.any(result.failed):
         raise FloatingPointError(
-            "tempered SMC: every particle weight became zero; the likelihood is -inf or NaN "
-            "at all particles (check the model and data)"
+            "tempered SMC: the particle weights became undefined: the likelihood is -inf or "
+            "NaN at every particle, or +inf at some (check the model and data)"
         )
     if driven.interrupted:
         beta = float(np.nanmin(result.temperature[:, -1]))

@@ -187,3 +187,11 @@ def test_a_site_named_like_a_dimension_is_refused_not_dropped():
     post = Posterior(samples={"draw": np.zeros((C, D)), "mu": np.zeros((C, D))})
     with pytest.raises(ValueError, match=r"site\(s\) \['draw'\] share their name with a dim"):
         post.to_arviz()
+
+
+def test_summary_of_float32_draws_does_not_overflow():
+    """Finite float32 draws up to 3e37 (a LogNormal(0, 100) posterior): ArviZ's sd in float32
+    overflowed to inf."""
+    draws = np.float32(3e37) * np.linspace(0.0, 1.0, C * D, dtype=np.float32).reshape(C, D)
+    table = Posterior(samples={"x": draws}).summary()
+    assert np.isfinite(table.loc["x", "sd"]) and table.loc["x", "sd"] > 1e36
