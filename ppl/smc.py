@@ -227,6 +227,14 @@ def smc(
             "tempered SMC: the particle weights became undefined: the likelihood is -inf or "
             "NaN at every particle, or +inf at some (check the model and data)"
         )
+    nan_likelihoods = int(np.sum(result.nan_likelihoods))
+    if nan_likelihoods:
+        warnings.warn(
+            f"tempered SMC: {nan_likelihoods} particle(s) had a NaN log-likelihood and got "
+            "weight zero: the model is undefined on part of the prior's support (a sqrt or "
+            "log of a negative value), so the posterior and evidence are those of the rest",
+            stacklevel=2,
+        )
     if driven.interrupted:
         beta = float(np.nanmin(result.temperature[:, -1]))
         warnings.warn(

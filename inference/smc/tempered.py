@@ -58,6 +58,7 @@ class TemperedResult(NamedTuple):
     step_size: Array  # (max_stages,) MCMC step size used in that move
     log_evidence_increments: Array  # (max_stages,)
     failed: Array
+    nan_likelihoods: Array  # particles whose log-likelihood was NaN (given weight zero)
 
 
 def _next_temperature(log_lik: Array, beta: Array, target_ess: float) -> Array:
@@ -228,6 +229,7 @@ def summarize(result: engine.SMCResult) -> TemperedResult:
         step_size=result.aux["step_size"],
         log_evidence_increments=jnp.where(used, result.log_evidence_increments, jnp.nan),
         failed=result.failed,
+        nan_likelihoods=jnp.sum(result.nan_potentials, axis=-1),
     )
 
 

@@ -263,3 +263,15 @@ def test_non_finite_deterministic_and_predictive_draws_are_named():
         ppl.mcmc(model, y=0.0, chains=1, warmup=50, draws=60, progress_bar=False)
     with pytest.warns(UserWarning, match="ppl.predictive: " + pattern):
         ppl.predictive(model, num_samples=60)
+
+
+def test_tempered_smc_names_nan_likelihoods():
+    """``sqrt`` of a latent that is negative half the time under the prior: those particles'
+    NaN likelihood counted as zero and the run returned an evidence of the rest, silently."""
+
+    def model(y=None):
+        x = numpyro.sample("x", dist.Normal(0.0, 1.0))
+        numpyro.sample("y", dist.Normal(jnp.sqrt(x), 0.5), obs=y)
+
+    with pytest.warns(UserWarning, match=r"tempered SMC: \d+ particle\(s\) had a NaN log-lik"):
+        ppl.smc(model, y=0.5, particles=200, progress_bar=False)
