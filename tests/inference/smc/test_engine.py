@@ -279,6 +279,29 @@ def test_some_nan_weights_count_as_zero():
     assert not bool(res.failed)
     assert np.isclose(float(res.log_evidence), np.log(0.5), atol=1e-6)
     np.testing.assert_allclose(np.exp(res.log_weights), [0, 0, 0.5, 0.5], atol=1e-6)
+    np.testing.assert_array_equal(res.nan_potentials, [2])  # counted, for callers to report
+
+
+def test_nan_potentials_are_counted_per_step():
+    """Three NaN potentials at step 1 only (by position: resampling cannot move them), none
+    at the others; the report names the count and the first step."""
+
+    def init(key, n):
+        return jnp.zeros(n), jnp.zeros(n)
+
+    def step(key, x, t):
+        nan_here = (jnp.arange(x.shape[0]) < 3) & (t == 1)
+        return x, jnp.where(nan_here, jnp.nan, 0.0), ()
+
+    res = run(jax.random.key(0), FeynmanKac(init, step), 8, 3, ess_threshold=1.0)
+    np.testing.assert_array_equal(res.nan_potentials, [0, 3, 0])
+    assert engine.nan_potentials_report(res).startswith(
+        "3 particle log-weight(s) were NaN, at 1 of 3 steps (first step 1)"
+    )
+    clean = run(
+        jax.random.key(0), FeynmanKac(init, lambda k, x, t: (x, jnp.zeros_like(x), ())), 8, 3
+    )
+    assert engine.nan_potentials_report(clean) is None
 
 
 def test_initial_weights_all_zero_flagged():
