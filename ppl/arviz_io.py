@@ -10,6 +10,7 @@ signature changed between the two generations.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Mapping
 
 import arviz as az
 import numpy as np
@@ -59,6 +60,63 @@ def dataset(
     ds.attrs.update(_default_attrs())
     ds.attrs.update(attrs or {})
     return ds
+
+
+def with_user_dims(site_dims: dict, dims, value_shapes: dict) -> dict:
+    """``site_dims`` with the user's ``dims`` in place: ``{site: [one name per axis of one
+    value]}`` (as ``az.from_numpyro(dims=...)``), checked against the sites' ``value_shapes``."""
+    if dims is None:
+        return site_dims
+    if not isinstance(dims, Mapping):
+        raise TypeError(f"dims must be a dict {{site: [dim names]}}, got {type(dims).__name__}")
+    merged = dict(site_dims)
+    for name, names in dims.items():
+        if name not in value_shapes:
+            raise ValueError(
+                f"dims names site {name!r}, which this export does not hold; "
+                f"its sites are {sorted(value_shapes)}"
+            )
+        if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+            raise TypeError(f"dims[{name!r}] must be a list of dim names (strings), got {names!r}")
+        shape = value_shapes[name]
+        if len(names) != len(shape):
+            raise ValueError(
+                f"dims[{name!r}] names {len(names)} axes {list(names)}, but one value of "
+                f"{name!r} has shape {shape} ({len(shape)} axes)"
+            )
+        reserved = sorted({"chain", "draw"} & set(names))
+        if reserved:
+            raise ValueError(
+                f"dims[{name!r}] uses {reserved}, the sample dims every group already has; "
+                f"name only the axes of one value"
+            )
+        merged[name] = tuple(names)
+    return merged
+
+
+def with_user_coords(groups: dict[str, xr.Dataset], coords) -> dict[str, xr.Dataset]:
+    """The datasets with the user's ``coords`` (``{dim: labels}``) on every dim they have;
+    a dim that no group has, or labels of the wrong length, is an error naming the dim."""
+    if coords is None:
+        return groups
+    if not isinstance(coords, Mapping):
+        raise TypeError(f"coords must be a dict {{dim: labels}}, got {type(coords).__name__}")
+    sizes = {dim: size for ds in groups.values() for dim, size in ds.sizes.items()}
+    for dim, labels in coords.items():
+        if dim not in sizes:
+            raise ValueError(
+                f"coords names dim {dim!r}, which no group of this export has; its dims are "
+                f"{sorted(sizes)} (name a site's axes with dims=)"
+            )
+        if np.ndim(labels) != 1 or len(labels) != sizes[dim]:
+            raise ValueError(
+                f"coords[{dim!r}] must hold {sizes[dim]} labels (one per position of that "
+                f"dim), got shape {np.shape(labels)}"
+            )
+    return {
+        name: ds.assign_coords({d: np.asarray(v) for d, v in coords.items() if d in ds.dims})
+        for name, ds in groups.items()
+    }
 
 
 def _default_attrs() -> dict:

@@ -62,16 +62,25 @@ class Posterior:
             f"{self.num_draws} draws; {sites}{extra}{flag})"
         )
 
-    def to_arviz(self):
+    def to_arviz(self, coords: dict | None = None, dims: dict | None = None):
         """ArviZ data with groups posterior, sample_stats, log_likelihood, observed_data, ...
 
-        An ``xarray.DataTree`` on ArviZ 1.x, an ``InferenceData`` on ArviZ 0.2x.
+        An ``xarray.DataTree`` on ArviZ 1.x, an ``InferenceData`` on ArviZ 0.2x. A site's axes
+        are named by its plates (``{site}_dim_{i}`` otherwise) and labelled ``0, 1, ...``;
+        ``dims={site: [name per axis of one value]}`` renames them and
+        ``coords={dim: labels}`` labels them, as ``az.from_numpyro`` does, in every group that
+        has the site or dim (``coords={"school": names}`` labels a plate ``"school"``).
         """
+        # one value's shape per site (a log-likelihood has the batch axes only: it comes last)
+        value_shapes = {k: np.shape(v) for k, v in self.observed_data.items()}
+        for arrays in [self.samples, *self.predictive.values(), self.log_likelihood]:
+            value_shapes.update(
+                {k: np.shape(v)[2:] for k, v in arrays.items() if k not in value_shapes}
+            )
+        site_dims = arviz_io.with_user_dims(self.site_dims, dims, value_shapes)
         attrs = {k: v for k, v in self.attrs.items() if isinstance(v, (str, int, float, bool))}
         attrs = {k: (int(v) if isinstance(v, bool) else v) for k, v in attrs.items()}
-        groups = {
-            "posterior": arviz_io.dataset(self.samples, site_dims=self.site_dims, attrs=attrs)
-        }
+        groups = {"posterior": arviz_io.dataset(self.samples, site_dims=site_dims, attrs=attrs)}
         per_draw = {k: v for k, v in self.stats.items() if np.ndim(v) >= 2}
         per_chain = {k: v for k, v in self.stats.items() if np.ndim(v) == 1}
         if per_draw or per_chain:
@@ -82,19 +91,19 @@ class Posterior:
         if self.log_likelihood:
             # one value per batch element: the site's dims without its event axes (the right)
             batch_dims = {
-                name: self.site_dims.get(name, ())[: np.ndim(value) - 2]
+                name: site_dims.get(name, ())[: np.ndim(value) - 2]
                 for name, value in self.log_likelihood.items()
             }
             groups["log_likelihood"] = arviz_io.dataset(self.log_likelihood, site_dims=batch_dims)
         if self.observed_data:
             groups["observed_data"] = arviz_io.dataset(
-                self.observed_data, leading=(), site_dims=self.site_dims
+                self.observed_data, leading=(), site_dims=site_dims
             )
         for name, arrays in self.predictive.items():
-            groups[name] = arviz_io.dataset(arrays, site_dims=self.site_dims)
+            groups[name] = arviz_io.dataset(arrays, site_dims=site_dims)
         if self.stages:
             groups["smc_stages"] = arviz_io.dataset(self.stages, leading=("chain", "stage"))
-        return arviz_io.to_arviz(groups)
+        return arviz_io.to_arviz(arviz_io.with_user_coords(groups, coords))
 
     def summary(self, var_names=None, **kwargs):
         """ArviZ's summary table of the posterior group.

@@ -195,3 +195,42 @@ def test_summary_of_float32_draws_does_not_overflow():
     draws = np.float32(3e37) * np.linspace(0.0, 1.0, C * D, dtype=np.float32).reshape(C, D)
     table = Posterior(samples={"x": draws}).summary()
     assert np.isfinite(table.loc["x", "sd"]) and table.loc["x", "sd"] > 1e36
+
+
+def test_user_dims_and_coords_label_every_group_that_has_them(tmp_path):
+    """``dims=`` renames a site's axes and ``coords=`` labels a dim, as ``az.from_numpyro``:
+    in the posterior, log-likelihood, observed-data and predictive groups alike; and the
+    labels survive a NetCDF round trip (where the selection by label is what users do)."""
+    post = _posterior()
+    names = ["a", "b", "c", "d"]
+    data = post.to_arviz(dims={"y": ["obs_id"], "theta": ["group"]}, coords={"obs_id": names})
+    for group in ("log_likelihood", "observed_data", "posterior_predictive"):
+        assert data[group]["y"].dims[-1] == "obs_id", group
+        assert list(data[group]["y"].coords["obs_id"].values) == names, group
+    assert data["posterior"]["theta"].dims == ("chain", "draw", "group")
+    data.to_netcdf(tmp_path / "labelled.nc")
+    back = az.from_netcdf(tmp_path / "labelled.nc")
+    np.testing.assert_array_equal(
+        back["observed_data"]["y"].sel(obs_id="c").values, post.observed_data["y"][2]
+    )
+    # plate names (the default dims) take coords too, and the unlabelled dims keep 0, 1, ...
+    data = post.to_arviz(coords={"k": ["x", "y", "z"]})
+    assert list(data["posterior"]["theta"].coords["k"].values) == ["x", "y", "z"]
+    assert list(data["log_likelihood"]["y"].coords["data"].values) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"coords": {"dat": [0, 1, 2, 3]}}, "coords names dim 'dat'"),
+        ({"coords": {"data": [0, 1]}}, r"coords\['data'\] must hold 4 labels"),
+        ({"coords": [("data", [0, 1, 2, 3])]}, "coords must be a dict"),
+        ({"dims": {"thetaa": ["k"]}}, "dims names site 'thetaa'"),
+        ({"dims": {"theta": ["k", "j"]}}, r"dims\['theta'\] names 2 axes"),
+        ({"dims": {"theta": "k"}}, "list of dim names"),
+        ({"dims": {"theta": ["draw"]}}, "sample dims"),
+    ],
+)
+def test_bad_dims_and_coords_are_named(kwargs, match):
+    with pytest.raises((TypeError, ValueError), match=match):
+        _posterior().to_arviz(**kwargs)
