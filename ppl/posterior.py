@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -62,7 +63,9 @@ class Posterior:
             f"{self.num_draws} draws; {sites}{extra}{flag})"
         )
 
-    def to_arviz(self, coords: dict | None = None, dims: dict | None = None):
+    def to_arviz(
+        self, coords: dict | None = None, dims: dict | None = None, prior: dict | None = None
+    ):
         """ArviZ data with groups posterior, sample_stats, log_likelihood, observed_data, ...
 
         An ``xarray.DataTree`` on ArviZ 1.x, an ``InferenceData`` on ArviZ 0.2x. A site's axes
@@ -70,10 +73,16 @@ class Posterior:
         ``dims={site: [name per axis of one value]}`` renames them and
         ``coords={dim: labels}`` labels them, as ``az.from_numpyro`` does, in every group that
         has the site or dim (``coords={"school": names}`` labels a plate ``"school"``).
+
+        ``prior``: prior draws ``{site: (chains, draws, ...)}``, as ``ppl.predictive`` returns
+        them without a posterior; the observed sites go to the ``prior_predictive`` group, the
+        others to ``prior`` (``az.from_numpyro(prior=...)`` splits them the same way).
         """
+        prior_groups = self._prior_groups(prior)
         # one value's shape per site (a log-likelihood has the batch axes only: it comes last)
         value_shapes = {k: np.shape(v) for k, v in self.observed_data.items()}
-        for arrays in [self.samples, *self.predictive.values(), self.log_likelihood]:
+        predictive = {**self.predictive, **prior_groups}
+        for arrays in [self.samples, *predictive.values(), self.log_likelihood]:
             value_shapes.update(
                 {k: np.shape(v)[2:] for k, v in arrays.items() if k not in value_shapes}
             )
@@ -99,11 +108,36 @@ class Posterior:
             groups["observed_data"] = arviz_io.dataset(
                 self.observed_data, leading=(), site_dims=site_dims
             )
-        for name, arrays in self.predictive.items():
+        for name, arrays in predictive.items():
             groups[name] = arviz_io.dataset(arrays, site_dims=site_dims)
         if self.stages:
             groups["smc_stages"] = arviz_io.dataset(self.stages, leading=("chain", "stage"))
         return arviz_io.to_arviz(arviz_io.with_user_coords(groups, coords))
+
+    def _prior_groups(self, prior) -> dict[str, dict[str, np.ndarray]]:
+        """``prior`` split into ArviZ's ``prior`` (latent sites) and ``prior_predictive``
+        (the sites observed in this posterior's fit) groups."""
+        if prior is None:
+            return {}
+        if not isinstance(prior, Mapping) or not prior:
+            raise TypeError(
+                "prior must be a non-empty dict {site: draws (chains, draws, ...)}, as "
+                f"ppl.predictive(model, ...) returns it; got {type(prior).__name__}"
+            )
+        arrays = {name: np.asarray(value) for name, value in prior.items()}
+        flat = sorted(name for name, value in arrays.items() if value.ndim < 2)
+        if flat:
+            raise ValueError(
+                f"prior draws of {flat} lack the (chains, draws) leading axes; pass the dict "
+                "that ppl.predictive returns (shaped (1, num_samples, ...))"
+            )
+        observed = set(self.observed_data) | set(self.log_likelihood)
+        observed |= set(getattr(self.compiled, "observed", ()))
+        groups = {
+            "prior": {k: v for k, v in arrays.items() if k not in observed},
+            "prior_predictive": {k: v for k, v in arrays.items() if k in observed},
+        }
+        return {name: group for name, group in groups.items() if group}
 
     def summary(self, var_names=None, **kwargs):
         """ArviZ's summary table of the posterior group.

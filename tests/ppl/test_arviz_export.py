@@ -234,3 +234,20 @@ def test_user_dims_and_coords_label_every_group_that_has_them(tmp_path):
 def test_bad_dims_and_coords_are_named(kwargs, match):
     with pytest.raises((TypeError, ValueError), match=match):
         _posterior().to_arviz(**kwargs)
+
+
+def test_prior_draws_split_into_prior_and_prior_predictive():
+    """``to_arviz(prior=...)`` as ``az.from_numpyro(prior=...)``: the sites observed in the
+    fit go to ``prior_predictive`` (with the observed site's dims), the rest to ``prior``."""
+    post = _posterior()
+    prior = {"mu": RNG.normal(size=(1, 50)), "y": RNG.normal(size=(1, 50, N))}
+    data = post.to_arviz(prior=prior, coords={"data": list("abcd")})
+    assert set(data["prior"].data_vars) == {"mu"}
+    assert set(data["prior_predictive"].data_vars) == {"y"}
+    assert data["prior_predictive"]["y"].dims == ("chain", "draw", "data")
+    assert list(data["prior_predictive"]["y"].coords["data"].values) == list("abcd")
+    np.testing.assert_array_equal(data["prior"]["mu"].values, prior["mu"])
+    with pytest.raises(ValueError, match=r"\['mu'\] lack the \(chains, draws\)"):
+        post.to_arviz(prior={"mu": np.zeros(50)})
+    with pytest.raises(TypeError, match="prior must be a non-empty dict"):
+        post.to_arviz(prior=[np.zeros((1, 50))])
