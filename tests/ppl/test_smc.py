@@ -28,25 +28,34 @@ def regression(X, y=None):
         numpyro.sample("y", dist.Normal(jnp.asarray(X) @ beta, SIGMA), obs=y)
 
 
+def _critical_value(runs: int) -> float:
+    """The bound on ``|mean - exact| / se`` when ``se`` is estimated from ``runs`` independent
+    runs: Student's t with ``runs - 1`` degrees of freedom at the false-alarm rate of
+    ``|z| < 4`` (6.3e-5). With 8 runs the estimated se is itself uncertain, and a plain 4
+    fails about once in 200 (seen: t = 4.1 on one machine, 1.3 with 32 runs of that seed)."""
+    return float(stats.t.ppf(1 - 6.3e-5 / 2, runs - 1))
+
+
 def _check_against_closed_form(post, runs):
     log_z = post.stats["log_marginal_likelihood"]
     assert log_z.shape == (runs,)
-    # log of an unbiased estimate is biased by about -var/2; correct for it, then a z-test.
+    bound = _critical_value(runs)
+    # log of an unbiased estimate is biased by about -var/2; correct for it, then a t-test.
     se = log_z.std(ddof=1) / np.sqrt(runs)
     corrected = log_z.mean() + log_z.var(ddof=1) / 2
-    assert abs(corrected - LOG_EVIDENCE) < 4 * se + 0.02, (log_z, LOG_EVIDENCE)
+    assert abs(corrected - LOG_EVIDENCE) < bound * se + 0.02, (log_z, LOG_EVIDENCE)
     run_means = post.samples["beta"].mean(axis=1)  # (runs, DIM)
     se_mean = run_means.std(axis=0, ddof=1) / np.sqrt(runs)
-    z = (run_means.mean(axis=0) - POST_MEAN) / se_mean
-    assert np.all(np.abs(z) < 4), z
+    t = (run_means.mean(axis=0) - POST_MEAN) / se_mean
+    assert np.all(np.abs(t) < bound), (t, bound)
     sd = post.samples["beta"].reshape(-1, DIM).std(axis=0)
     np.testing.assert_allclose(sd, np.sqrt(np.diag(POST_COV)), rtol=0.1)
 
 
 @pytest.mark.parametrize("kernel", ["rwmh", "hmc"])
 def test_regression_posterior_and_evidence_match_closed_form(kernel):
-    runs = 8
-    post = ppl.smc(regression, X, y=Y, particles=1000, runs=runs, seed=0, kernel=kernel)
+    runs = 16
+    post = ppl.smc(regression, X, y=Y, particles=500, runs=runs, seed=0, kernel=kernel)
     _check_against_closed_form(post, runs)
     temperature = post.stages["temperature"]
     assert np.all(np.nanmax(temperature, axis=1) == 1.0)
@@ -54,8 +63,8 @@ def test_regression_posterior_and_evidence_match_closed_form(kernel):
 
 
 def test_waste_free_matches_closed_form():
-    runs = 8
-    post = ppl.smc(regression, X, y=Y, particles=1000, runs=runs, seed=1, waste_free=10)
+    runs = 16
+    post = ppl.smc(regression, X, y=Y, particles=500, runs=runs, seed=1, waste_free=10)
     _check_against_closed_form(post, runs)
 
 
