@@ -29,6 +29,11 @@ __all__ = ["GaussianMixture"]
 
 
 def _check_t(sde: SDE, t) -> None:
+    if jnp.ndim(t) != 0:
+        raise ValueError(
+            f"t must be one time (a scalar) for the noised mixture; got shape {jnp.shape(t)} "
+            "(for a time per particle, jax.vmap over (x, t))"
+        )
     try:
         arr = np.asarray(t)
     except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
@@ -38,6 +43,23 @@ def _check_t(sde: SDE, t) -> None:
     lo, hi = float(arr.min()), float(arr.max())
     if lo < 0.0 or hi > sde.t_max * (1 + 1e-6):
         raise ValueError(f"t must lie in [0, t_max={sde.t_max}] for the noised mixture; got {t}")
+
+
+def _check_concrete_parameters(weights: Array, evals: Array) -> None:
+    """Weights ``>= 0`` with a positive finite sum, covariances positive definite; skipped for
+    traced parameters (a mixture built inside ``jit``)."""
+    try:
+        w, lam = np.asarray(weights), np.asarray(evals)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return
+    if not (np.all(np.isfinite(w)) and np.all(w >= 0) and w.sum() > 0):
+        raise ValueError(f"weights must be finite, >= 0 and not all zero; got {w}")
+    if not (np.all(np.isfinite(lam)) and np.all(lam > 0)):
+        bad = sorted({int(k) for k in np.nonzero(~(lam > 0) | ~np.isfinite(lam))[0]})
+        raise ValueError(
+            f"covs must be positive definite (finite); component(s) {bad} have eigenvalues "
+            f"{lam[bad].tolist()}"
+        )
 
 
 # The mixture's eager entry points (construction, sampling, densities) each run as one compiled
@@ -88,18 +110,22 @@ class GaussianMixture:
     """
 
     def __init__(self, weights, means, covs):
-        means = jnp.asarray(means)
+        # one floating dtype for all three (integer means used to cast the weights to 0)
+        means, weights, covs = jnp.asarray(means), jnp.asarray(weights), jnp.asarray(covs)
+        dtype = jnp.result_type(means, weights, covs, float)
+        means = means.astype(dtype)
         if means.ndim != 2:
             raise ValueError(f"means must have shape (K, d); got {means.shape}")
         K, d = means.shape
-        weights = jnp.asarray(weights, dtype=means.dtype)
+        weights = weights.astype(dtype)
         if weights.shape != (K,):
             raise ValueError(f"weights must have shape ({K},); got {weights.shape}")
-        covs = jnp.asarray(covs, dtype=means.dtype)
+        covs = covs.astype(dtype)
         if covs.shape not in ((K,), (K, d), (K, d, d)):
             raise ValueError(f"covs must have shape ({K}, {d}, {d}), ({K}, {d}) or ({K},)")
         self.weights, self.evals, self.evecs = _normalise_and_decompose(weights, covs, d)
         self.means = means
+        _check_concrete_parameters(weights, self.evals)
 
     # pytree protocol ---------------------------------------------------------------------
     def tree_flatten(self):
@@ -141,7 +167,12 @@ class GaussianMixture:
 
     def _whiten(self, x: Array) -> Array:
         """``U_k^T (x - mu_k)`` for every component: ``(..., d) -> (..., K, d)``."""
-        diff = jnp.asarray(x)[..., None, :] - self.means
+        x = jnp.asarray(x)
+        if x.shape[-1:] != (self.dim,):
+            raise ValueError(
+                f"x must have shape (..., {self.dim}) for this {self.dim}-d mixture; got {x.shape}"
+            )
+        diff = x[..., None, :] - self.means
         return jnp.einsum("kji,...kj->...ki", self.evecs, diff)
 
     def component_logpdf(self, x: Array) -> Array:

@@ -69,8 +69,15 @@ class ExactDiffusionPrior(DiffusionPrior):
 
     @classmethod
     def tree_unflatten(cls, aux, params):
+        """Rebuilt without ``__init__``, whose checks call the score concretely: the mixture
+        may be traced here (``jit`` / ``vmap`` of a function of the prior)."""
         sde, steps, sampler, grid = aux
-        return cls(params[0], sde, steps=steps, sampler=sampler, grid=grid)
+        (mixture,) = params
+        obj = DiffusionPrior.tree_unflatten.__func__(
+            cls, (mixture.score_fn(sde), sde, (mixture.dim,), steps, sampler, grid), ()
+        )
+        obj.mixture = mixture
+        return obj
 
 
 def exact_prior(gmm: GaussianMixture, sde: SDE, **kwargs) -> ExactDiffusionPrior:
@@ -165,6 +172,13 @@ def cfg_rejection_sample(
     """
     if w < 1:
         raise ValueError(f"the rejection sampler needs guidance scale w >= 1, got {w}")
+    K = uncond.num_components
+    if isinstance(cond_index, bool) or not isinstance(cond_index, int | np.integer):
+        raise TypeError(f"cond_index must be an integer component index; got {cond_index!r}")
+    if not 0 <= cond_index < K:
+        raise ValueError(
+            f"cond_index must be in [0, {K}) for this {K}-component mixture; got {cond_index}"
+        )
     comp = GaussianMixture(
         jnp.ones(1),
         uncond.means[cond_index : cond_index + 1],
@@ -209,5 +223,7 @@ def grid_summary_1d(log_density, lo: float = -10.0, hi: float = 10.0, num: int =
 
 def prob_positive_1d(gmm: GaussianMixture) -> float:
     """``P(x > 0)`` of a 1-d mixture, ``sum_k w_k Phi(mu_k / sd_k)``."""
+    if gmm.dim != 1:
+        raise ValueError(f"prob_positive_1d needs a 1-d mixture; this one has d = {gmm.dim}")
     sd = jnp.sqrt(gmm.evals[:, 0])
     return float(jnp.sum(gmm.weights * jax.scipy.stats.norm.cdf(gmm.means[:, 0] / sd)))

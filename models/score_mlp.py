@@ -43,6 +43,7 @@ from jax import Array
 from inference import rng
 from inference.diffusion.sde import EDMSDE, SDE, VESDE, VPSDE, SubVPSDE
 from models.gmm import GaussianMixture
+from ppl.validation import check_count, check_real, check_seed
 
 __all__ = [
     "init_params",
@@ -90,7 +91,8 @@ def _num_layers(params: dict) -> int:
 
 
 def apply_eps(params: dict, x: Array, t, sde: SDE, sigma_data: float = 1.0) -> Array:
-    """``eps_theta(x, t)`` for ``x`` of shape ``(N, d)`` and scalar ``t`` -> ``(N, d)``."""
+    """``eps_theta(x, t)`` for ``x`` of shape ``(N, d)`` and scalar ``t`` in ``(0, t_max]``
+    -> ``(N, d)`` (the noise embedding ``log(sigma_t / alpha_t)`` is ``-inf`` at ``t = 0``)."""
     a = sde.marginal_mean_coeff(t)
     s = sde.marginal_std(t)
     c_in = 1.0 / jnp.sqrt(a**2 * sigma_data**2 + s**2)
@@ -151,15 +153,30 @@ def train(
     """Train an epsilon-MLP on ``data`` (n, d) by DSM with Adam and cosine learning-rate decay.
 
     Runs ``steps`` optimiser steps in jitted chunks of ``chunk`` steps (one ``lax.scan`` each;
-    a shorter last chunk when ``chunk`` does not divide ``steps``), with a tqdm bar.
+    a shorter last chunk when ``chunk`` does not divide ``steps``), with a tqdm bar. Each
+    chunk draws its minibatches from its own key (split from ``seed``), so the same ``seed``
+    *and* ``chunk`` give the same network; another ``chunk`` draws other minibatches (the
+    shipped toy models were trained with the default 500).
     ``sigma_data`` defaults to the data's overall std. Returns ``(params, losses)`` with
     ``losses`` the per-step minibatch loss, shape ``(steps,)``; the parameter dict also stores
     ``sigma_data``. Interrupting (Ctrl-C) returns what was trained.
     """
     data = jnp.asarray(data, jnp.float32)
+    if data.ndim != 2 or data.shape[0] < 1:
+        raise ValueError(f"data must have shape (n, d) (one row per example); got {data.shape}")
+    steps, batch_size, chunk = (
+        check_count(name, value)
+        for name, value in (("steps", steps), ("batch_size", batch_size), ("chunk", chunk))
+    )
+    hidden, depth = check_count("hidden", hidden), check_count("depth", depth)
+    lr = check_real("lr", lr, 0.0, low_open=True)
     n, d = data.shape
-    sd = float(jnp.std(data)) if sigma_data is None else float(sigma_data)
-    key = jax.random.PRNGKey(seed)
+    sd = (
+        float(jnp.std(data))
+        if sigma_data is None
+        else check_real("sigma_data", sigma_data, 0.0, low_open=True)
+    )
+    key = check_seed(seed)
     key, kinit = jax.random.split(key)
     params = init_params(kinit, d, hidden, depth)
     sched = optax.cosine_decay_schedule(lr, steps, alpha=0.01)

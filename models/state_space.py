@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro.distributions as dist
 from jax import Array
 from jax.scipy.linalg import cho_solve
@@ -33,6 +34,20 @@ class KalmanResult(NamedTuple):
 
 def _sym(m):
     return 0.5 * (m + jnp.swapaxes(m, -1, -2))
+
+
+def _concrete(x):
+    """``x`` as a NumPy array, or ``None`` when it is traced (parameters inside PMMH)."""
+    try:
+        return np.asarray(x)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return None
+
+
+def _check_length(T) -> int:
+    if isinstance(T, bool) or not isinstance(T, int | np.integer) or T < 1:
+        raise ValueError(f"T must be a positive integer (the number of time steps); got {T!r}")
+    return int(T)
 
 
 class LinearGaussian(StateSpaceModel):
@@ -76,10 +91,15 @@ class LinearGaussian(StateSpaceModel):
         return dist.MultivariateNormal(self.C @ x, self.R)
 
     def simulate(self, key: Array, T: int) -> tuple[Array, Array]:
-        """Draw ``(xs (T, dx), ys (T, dy))`` from the model."""
+        """Draw ``(xs (T, dx), ys (T, dy))`` from the model. The Gaussian draws use an
+        eigendecomposition, so singular covariances (a known initial state ``P0 = 0``, a
+        noise-free state component) are valid."""
+        T = _check_length(T)
         k0, kx, ky = jax.random.split(key, 3)
-        x0 = jax.random.multivariate_normal(k0, self.m0, self.P0)
-        noise = jax.random.multivariate_normal(kx, jnp.zeros(self.dx), self.Q, (T - 1,))
+        x0 = jax.random.multivariate_normal(k0, self.m0, self.P0, method="eigh")
+        noise = jax.random.multivariate_normal(
+            kx, jnp.zeros(self.dx), self.Q, (T - 1,), method="eigh"
+        )
 
         def body(x, u):
             x = self.A @ x + u
@@ -87,8 +107,23 @@ class LinearGaussian(StateSpaceModel):
 
         _, xs = jax.lax.scan(body, x0, noise)
         xs = jnp.concatenate([x0[None], xs])
-        ys = xs @ self.C.T + jax.random.multivariate_normal(ky, jnp.zeros(self.dy), self.R, (T,))
+        ys = xs @ self.C.T + jax.random.multivariate_normal(
+            ky, jnp.zeros(self.dy), self.R, (T,), method="eigh"
+        )
         return xs, ys
+
+    def _check_observations(self, ys) -> Array:
+        """``ys`` as ``(T, dy)`` in the parameters' floating dtype (``(T,)`` when ``dy = 1``)."""
+        ys = jnp.asarray(ys)
+        if ys.ndim == 1 and self.dy == 1:
+            ys = ys[:, None]
+        if ys.ndim != 2 or ys.shape[1] != self.dy or ys.shape[0] < 1:
+            raise ValueError(
+                f"ys must have shape (T, {self.dy}) (one row of dy={self.dy} observations per "
+                f"time step); got {ys.shape}"
+            )
+        dtype = jnp.result_type(ys, self.A, self.C, self.Q, self.R, self.m0, self.P0, float)
+        return ys.astype(dtype)
 
     def kalman_filter(self, ys: Array) -> KalmanResult:
         """Kalman filter: exact ``log p(y_{0:T-1})`` and filtering moments.
@@ -98,7 +133,7 @@ class LinearGaussian(StateSpaceModel):
         ``P = (I - K C) P^- (I - K C)' + K R K'`` (Joseph form); the likelihood is
         ``sum_t log N(y_t; C m^-_t, S_t)`` (Chopin & Papaspiliopoulos 2020, Sec. 7.2).
         """
-        ys = jnp.asarray(ys)
+        ys = self._check_observations(ys)
         eye = jnp.eye(self.dx, dtype=ys.dtype)
 
         def update(m_pred, P_pred, y):
@@ -188,6 +223,11 @@ class StochasticVolatility(StateSpaceModel):
 
     def __init__(self, mu, phi, sigma):
         self.mu, self.phi, self.sigma = (jnp.asarray(a) for a in (mu, phi, sigma))
+        phi_value, sigma_value = _concrete(self.phi), _concrete(self.sigma)
+        if phi_value is not None and not np.all(np.abs(phi_value) < 1):
+            raise ValueError(f"StochasticVolatility: phi must satisfy |phi| < 1; got {phi_value}")
+        if sigma_value is not None and not np.all(sigma_value > 0):
+            raise ValueError(f"StochasticVolatility: sigma must be > 0; got {sigma_value}")
         super().__init__(self._init_dist, self._transition_dist, self._observation_dist)
 
     def _init_dist(self):
@@ -201,6 +241,7 @@ class StochasticVolatility(StateSpaceModel):
 
     def simulate(self, key: Array, T: int) -> tuple[Array, Array]:
         """Draw ``(xs (T,), ys (T,))`` from the model."""
+        T = _check_length(T)
         k0, kx, ky = jax.random.split(key, 3)
         x0 = self.mu + self.sigma / jnp.sqrt(1.0 - self.phi**2) * jax.random.normal(k0)
 

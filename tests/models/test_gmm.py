@@ -89,3 +89,36 @@ def test_diffusion_prior():
     assert p.event_shape == (2,)
     x = jnp.ones((3, 2))
     np.testing.assert_allclose(p.score_fn(x, 0.5), g.score(x, 0.5, VESDE()))
+
+
+def test_integer_parameters_and_bad_ones_are_named():
+    """Integer means used to cast the weights to int (0 / 0: every density NaN, no error)."""
+    g = GaussianMixture([1, 1], [[-1], [1]], [1, 1])
+    assert jnp.issubdtype(g.means.dtype, jnp.floating)
+    x = np.array([[0.3]])
+    exact = np.log(0.5 * np.exp(-0.5 * 1.3**2) + 0.5 * np.exp(-0.5 * 0.7**2)) - 0.5 * np.log(
+        2 * np.pi
+    )
+    np.testing.assert_allclose(g.logpdf(x), [exact], rtol=1e-6)
+    with pytest.raises(ValueError, match="weights must be finite, >= 0"):
+        GaussianMixture([1.0, -1.0], MU, COV)
+    with pytest.raises(ValueError, match="weights must be finite, >= 0"):
+        GaussianMixture([0.0, 0.0], MU, COV)
+    with pytest.raises(ValueError, match=r"positive definite.*component\(s\) \[1\]"):
+        GaussianMixture(W, MU, [0.5, -0.1])
+
+
+def test_shapes_that_used_to_broadcast_are_refused():
+    """A time per particle rescaled the components (wrong scores); an ``x`` with another
+    last axis was broadcast against the means."""
+    g = GaussianMixture(W, MU, COV)
+    with pytest.raises(ValueError, match="t must be one time"):
+        g.score(jnp.ones((3, 2)), jnp.array([0.1, 0.2, 0.3]), VPSDE())
+    with pytest.raises(ValueError, match=r"x must have shape \(\.\.\., 2\)"):
+        g.logpdf(jnp.ones((3, 1)))
+    # the supported way to a time per particle: vmap, which equals the row-by-row scores
+    ts = jnp.array([0.1, 0.5, 0.9])
+    x = jnp.array([[0.3, -0.2], [-1.5, 0.5], [1.0, 1.0]])
+    per_row = jax.vmap(lambda xi, ti: g.score(xi, ti, VPSDE()))(x, ts)
+    for i in range(3):
+        np.testing.assert_allclose(per_row[i], g.score(x[i], float(ts[i]), VPSDE()), rtol=1e-6)

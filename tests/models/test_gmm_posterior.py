@@ -5,6 +5,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from inference.diffusion.sde import VESDE, VPSDE
 from models import gmm_posterior as gp
@@ -97,3 +98,44 @@ def test_noiseless_posterior_satisfies_constraint():
         np.testing.assert_allclose(np.asarray(x @ A.T)[:, 0], 0.7, atol=1e-6)
         # the weights are the sigma -> 0 limit of the noisy ones
         np.testing.assert_allclose(post.weights, gp.posterior(prior, A, y, 1e-4).weights, atol=1e-4)
+
+
+def test_float32_posterior_density_at_small_noise():
+    """``S - S A^T G^{-1} A S`` cancels in float32: at sigma = 1e-3 the posterior's small
+    eigenvalues were 10-50% off and its log-density up to a nat. The factored form keeps
+    float32 within 0.02 nats of float64 (measured: 0.004)."""
+    rng = np.random.default_rng(0)
+    d, dy, K = 8, 4, 5
+    mu, A, y = rng.normal(size=(K, d)) * 4, rng.normal(size=(dy, d)), rng.normal(size=dy)
+    sigma = 1e-3
+    with jax.enable_x64(True):
+        p64 = gp.posterior(GaussianMixture(np.ones(K), mu, np.ones(K)), A, y, sigma)
+        x = np.asarray(p64.sample(jax.random.PRNGKey(0), 16))
+        exact = np.asarray(p64.logpdf(x))
+        evals64 = np.sort(np.asarray(p64.evals), axis=-1)
+    prior32 = GaussianMixture(
+        jnp.ones(K, jnp.float32), jnp.asarray(mu, jnp.float32), jnp.ones(K, jnp.float32)
+    )
+    p32 = gp.posterior(prior32, A, y, sigma)
+    assert p32.means.dtype == jnp.float32
+    np.testing.assert_allclose(np.sort(np.asarray(p32.evals), -1), evals64, rtol=1e-3)
+    np.testing.assert_allclose(p32.logpdf(jnp.asarray(x, jnp.float32)), exact, atol=0.02)
+
+
+def test_batched_twist_and_bad_problems():
+    prior = _prior()
+    A, y = jnp.array([[1.0, 0.5]]), jnp.array([0.7])
+    x = jax.random.normal(jax.random.PRNGKey(1), (2, 3, 2))
+    batched = gp.log_twist(prior, VPSDE(), 0.4, A, y, 0.6, x)
+    flat = gp.log_twist(prior, VPSDE(), 0.4, A, y, 0.6, x.reshape(6, 2))
+    assert batched.shape == (2, 3)
+    np.testing.assert_allclose(batched.reshape(6), flat, rtol=1e-6)
+    np.testing.assert_allclose(gp.log_twist(prior, VPSDE(), 0.4, A, y, 0.6, x[0, 0]), flat[0])
+    with pytest.raises(ValueError, match=r"A must have shape \(d_y, 2\)"):
+        gp.posterior(prior, jnp.ones((1, 3)), y, 0.6)
+    with pytest.raises(ValueError, match=r"y must have shape \(1,\)"):
+        gp.log_evidence(prior, A, jnp.ones(2), 0.6)
+    with pytest.raises(ValueError, match="sigma must be finite and >= 0"):
+        gp.LinearGaussianGMMProblem(prior, A, y, -0.5)
+    with pytest.raises(ValueError, match="t must lie"):
+        gp.noised_posterior(prior, VPSDE(), 5.0, A, y, 0.6)

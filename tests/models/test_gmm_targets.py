@@ -106,3 +106,25 @@ def test_exact_prior_log_density_and_score():
     leaves, tree = jax.tree_util.tree_flatten(p)
     q = jax.tree_util.tree_unflatten(tree, leaves)
     np.testing.assert_allclose(q.log_density(x, 0.3), p.log_density(x, 0.3), rtol=1e-6)
+
+
+def test_exact_prior_goes_through_jit_and_vmap():
+    """Its pytree rebuild re-ran the constructor, whose checks call the score concretely:
+    ``jit`` of a function of the prior raised a tracer error."""
+    g = GaussianMixture(jnp.array([0.4, 0.6]), jnp.array([[-1.0], [1.0]]), jnp.array([0.1, 0.2]))
+    prior = gt.exact_prior(g, VPSDE())
+    x = jnp.linspace(-1.0, 1.0, 5)[:, None]
+    jitted = jax.jit(lambda p, x: (p.log_density(x, 0.3), p.score_fn(x, 0.3)))(prior, x)
+    np.testing.assert_allclose(jitted[0], g.logpdf_t(x, 0.3, VPSDE()), rtol=1e-6)
+    np.testing.assert_allclose(jitted[1], g.score(x, 0.3, VPSDE()), rtol=1e-6)
+    stacked = jax.tree.map(lambda a: jnp.stack([a, a]), prior)
+    assert jax.vmap(lambda p: p.log_density(x, 0.3))(stacked).shape == (2, 5)
+
+
+def test_target_helpers_refuse_what_they_cannot_answer():
+    g2 = GaussianMixture(jnp.ones(2), jnp.array([[-1.0, 0.0], [1.0, 0.0]]), jnp.ones(2))
+    with pytest.raises(ValueError, match="needs a 1-d mixture"):
+        gt.prob_positive_1d(g2)
+    for index in (-1, 2):
+        with pytest.raises(ValueError, match=r"cond_index must be in \[0, 2\)"):
+            gt.cfg_rejection_sample(jax.random.PRNGKey(0), g2, index, 2.0, 10)

@@ -4,6 +4,7 @@ samples its data distribution (energy distance vs the exact-vs-exact null)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from inference.diffusion.metrics import energy_distance, energy_distance_null
 from inference.diffusion.samplers import sample
@@ -100,3 +101,17 @@ def test_shipped_toy_model_samples_data_distribution():
         np.asarray(score_fn(x[:8], 0.5)), np.asarray(score_fn2(x[:8], 0.5))
     )
     assert jnp.all(jnp.isfinite(x))
+
+
+def test_train_refuses_bad_arguments_by_name():
+    sde = VPSDE()
+    data = jnp.zeros((10, 2))
+    for kwargs, match in [
+        ({"data": jnp.zeros(10)}, r"data must have shape \(n, d\)"),
+        ({"steps": 0}, "steps must be an integer >= 1"),
+        ({"chunk": 0}, "chunk must be an integer >= 1"),
+        ({"lr": -1.0}, "lr must be > 0"),
+    ]:
+        args = {"data": data, "steps": 5, "progress_bar": False, **kwargs}
+        with pytest.raises((TypeError, ValueError), match=match):
+            M.train(args.pop("data"), sde, **args)

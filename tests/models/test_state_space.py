@@ -127,3 +127,42 @@ def test_stochastic_volatility():
     assert abs(np.mean(np.asarray(ys, np.float64) ** 2) / ey2 - 1) < 0.1
     assert np.isclose(float(sv.init().variance), 0.09 / 0.19, rtol=1e-5)
     assert np.isclose(float(sv.transition(jnp.float32(0.0), 1).mean), -1.0 + 0.9, rtol=1e-6)
+
+
+def test_simulate_with_singular_covariances():
+    """A known initial state (P0 = 0) and a noise-free state component are valid models:
+    Cholesky-based draws were all NaN."""
+    model = LinearGaussian(
+        0.9 * np.eye(2),
+        np.eye(2),
+        np.diag([1.0, 0.0]),
+        np.eye(2),
+        np.array([1.0, 2.0]),
+        np.zeros((2, 2)),
+    )
+    xs, ys = model.simulate(jax.random.PRNGKey(0), 6)
+    assert np.all(np.isfinite(xs)) and np.all(np.isfinite(ys))
+    np.testing.assert_allclose(xs[0], [1.0, 2.0])  # the known initial state
+    np.testing.assert_allclose(xs[:, 1], 2.0 * 0.9 ** np.arange(6), rtol=1e-5)  # no noise
+
+
+def test_kalman_filter_checks_and_casts_its_observations():
+    model = LinearGaussian(A, np.eye(2), Q, np.eye(2), M0, P0)
+    ys = np.ones((4, 2))
+    for bad in (ys[:, 0], ys[:, :1], ys.T):  # used to broadcast to a wrong likelihood
+        with pytest.raises(ValueError, match=r"ys must have shape \(T, 2\)"):
+            model.kalman_filter(bad)
+    scalar = LinearGaussian(A[:1, :1], C[:, :1], Q[:1, :1], R, M0[:1], P0[:1, :1])
+    as_ints = scalar.kalman_filter(np.arange(4)).log_likelihood  # (T,) of ints, dy = 1
+    np.testing.assert_allclose(
+        as_ints, scalar.kalman_filter(np.arange(4.0)[:, None]).log_likelihood, rtol=1e-6
+    )
+
+
+def test_stochastic_volatility_parameters_are_checked():
+    with pytest.raises(ValueError, match=r"\|phi\| < 1"):
+        StochasticVolatility(0.0, 1.2, 1.0)
+    with pytest.raises(ValueError, match="sigma must be > 0"):
+        StochasticVolatility(0.0, 0.5, -1.0)
+    with pytest.raises(ValueError, match="T must be a positive integer"):
+        StochasticVolatility(0.0, 0.5, 1.0).simulate(jax.random.PRNGKey(0), 0)
