@@ -88,6 +88,7 @@ class CompiledModel:
     enumerated_in_scan: bool = False
     max_plate_nesting: int = 0
     imputed: tuple[str, ...] = ()
+    masked_latents: tuple[str, ...] = ()
     scaled_latents: tuple[str, ...] = ()
     computed_observations: tuple[str, ...] = ()
 
@@ -271,13 +272,27 @@ class CompiledModel:
         total = 0.0
         for name in self.imputed:
             u = unconstrained[name]  # the value's shape (an elementwise bijection)
-            site = trace[name]
-            event_dims = len(site["fn"].event_shape)
-            observed = ~jnp.broadcast_to(site["fn"]._mask, site["fn"].batch_shape)
-            observed = jnp.reshape(observed, observed.shape + (1,) * event_dims)
             reference = -0.5 * u**2 - 0.5 * jnp.log(2 * jnp.pi)
-            total = total + jnp.sum(jnp.where(observed, reference, 0.0))
+            total = total + jnp.sum(jnp.where(_unused_entries(trace[name]), reference, 0.0))
         return total
+
+    def masked_out_entries(self):
+        """Boolean flat vector: the entries of ``obs_mask=`` imputation sites that no one uses
+        (their density is the ``N(0, 1)`` reference of :meth:`_masked_out_reference`, not the
+        model's), or ``None`` when the model has none. A sampler that starts from exact prior
+        draws (tempered SMC) draws these from ``N(0, 1)``: ancestral sampling draws them from
+        the model, which is not the density it tempers."""
+        if not self.imputed:
+            return None
+        trace = self._unconstrained_trace(jnp.zeros(self.dim))  # masks are data: any point
+        entries = {
+            name: np.broadcast_to(
+                _unused_entries(trace[name]) if name in self.imputed else False,
+                site.unconstrained_shape,
+            ).astype(np.float32)
+            for name, site in self.latents.items()
+        }
+        return np.asarray(ravel_pytree(entries)[0]) > 0.5
 
     def logdensity(self, flat):
         """Log posterior density (up to a constant) of the flat unconstrained vector, with any
@@ -726,6 +741,7 @@ def compile_model(
         )
     unconstrained_example = {n: jnp.zeros(s.unconstrained_shape) for n, s in latents.items()}
     flat, unravel = ravel_pytree(unconstrained_example)
+    imputed = _imputation_sites(trace, latents)
     return CompiledModel(
         model=model,
         args=args,
@@ -738,7 +754,8 @@ def compile_model(
         unravel=unravel,
         site_dims=site_dims,
         enumerated=tuple(enumerated),
-        imputed=_imputation_sites(trace, latents),
+        imputed=imputed,
+        masked_latents=_masked_latents(trace, latents, imputed),
         scaled_latents=tuple(n for n in latents if not _unit_scale(trace[n].get("scale"))),
         computed_observations=tuple(sorted(computed & observed.keys())),
         enumerated_in_scan=any("_scan_current_index" in trace[n]["infer"] for n in enumerated),
@@ -757,6 +774,24 @@ def _unit_scale(scale) -> bool:
         return bool(np.all(np.asarray(scale) == 1))
     except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
         return False
+
+
+def _unused_entries(site):
+    """Of an ``obs_mask=`` imputation site ``<name>_unobserved``: where the data is observed
+    (its mask ``~obs_mask`` is False), broadcast over its event axes."""
+    observed = ~jnp.broadcast_to(site["fn"]._mask, site["fn"].batch_shape)
+    return jnp.reshape(observed, observed.shape + (1,) * len(site["fn"].event_shape))
+
+
+def _masked_latents(trace, latents, imputed) -> tuple[str, ...]:
+    """Latent sites (not ``obs_mask=`` imputation sites) whose density a mask hides in part:
+    ``handlers.mask`` around a latent, ``fn.mask(m)``."""
+    return tuple(
+        name
+        for name in latents
+        if name not in imputed
+        and not observation_mask(trace[name]["fn"], np.shape(trace[name]["value"])).all()
+    )
 
 
 def _imputation_sites(trace, latents) -> tuple[str, ...]:

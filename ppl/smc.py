@@ -161,6 +161,14 @@ def smc(
             "posterior comes out biased, the evidence is of another target); scale only "
             "observed sites, or use ppl.mcmc"
         )
+    if compiled.masked_latents:
+        raise ValueError(
+            f"latent site(s) {list(compiled.masked_latents)} are masked in part "
+            "(handlers.mask or .mask(m) around a latent): tempered SMC starts from exact prior "
+            "draws, but a masked entry has no density, so the target is not the law ancestral "
+            "sampling draws (a masked entry keeps its prior spread and drifts); mask only "
+            "observed sites (padding: mask the observations, not the latents), or use ppl.mcmc"
+        )
     key_prior, key_run = jax.random.split(key)
     initial = _prior_particles(compiled, key_prior, runs, particles)
     initial = jax.device_put(initial, particle_sharding(spread))
@@ -385,4 +393,8 @@ def _prior_particles(compiled, key, runs: int, particles: int):
     flat = jax.vmap(compiled.to_unconstrained)({k: draws[k] for k in compiled.latents})
     if not np.all(np.isfinite(np.asarray(flat))):
         raise ValueError("prior draws map to non-finite unconstrained values")
+    unused = compiled.masked_out_entries()
+    if unused is not None:  # exact draws of the tempered prior there: its N(0, 1) reference
+        reference = jax.random.normal(jax.random.fold_in(key, 1), flat.shape, flat.dtype)
+        flat = jnp.where(unused, reference, flat)
     return jnp.reshape(flat, (runs, particles, compiled.dim))
