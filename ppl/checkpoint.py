@@ -17,6 +17,20 @@ import jax
 import numpy as np
 
 
+def check_path(path) -> None:
+    """``checkpoint=`` must be ``None`` or a file path (str / ``os.PathLike``) in an existing
+    folder: refused before any compilation, not after the first chunk has run."""
+    if path is None:
+        return
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(f"checkpoint must be a file path (str), got {type(path).__name__}")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ValueError(f"checkpoint={str(path)!r}: its folder {folder!r} does not exist")
+    if os.path.isdir(path):
+        raise ValueError(f"checkpoint={str(path)!r} is a folder; give a file path (.npz)")
+
+
 def save(path: str, tree, meta: dict) -> None:
     """Write the leaves of ``tree`` and ``meta`` to ``path`` atomically."""
     leaves = jax.tree.leaves(tree)

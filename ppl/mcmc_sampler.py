@@ -96,6 +96,7 @@ def mcmc(
     key = check_seed(seed)
     if chunk_size is not None:
         check_count("chunk_size", chunk_size)
+    ppl_checkpoint.check_path(checkpoint)
     kernel_obj = get_kernel(kernel)
     chain_devices = select_devices(devices, chains, "chains")
     total = warmup + draws

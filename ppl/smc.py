@@ -13,6 +13,7 @@ from numpyro.infer import Predictive
 
 from inference.mcmc.kernels import get_kernel
 from inference.smc import tempered
+from inference.smc.resampling import get_resampler
 from ppl import checkpoint as ppl_checkpoint
 from ppl.devices import particle_sharding, select_devices
 from ppl.diagnostics import warn_if_nonfinite
@@ -124,6 +125,8 @@ def smc(
             f"kernel '{kernel_obj.name}' cannot rejuvenate tempered SMC: expected one of "
             f"{SMC_KERNELS}"
         )
+    # a kernel object's dense_mass asks for the dense particle covariance as ppl.smc's does
+    dense_mass = dense_mass or bool(getattr(kernel_obj, "dense_mass", False))
     if waste_free is not None:
         check_count("waste_free", waste_free, minimum=2)
         if particles % waste_free:
@@ -131,6 +134,14 @@ def smc(
                 f"waste_free={waste_free} must divide particles={particles} (chains of length "
                 "waste_free started from particles / waste_free resampled particles)"
             )
+        if num_mcmc_steps != 10:
+            raise ValueError(
+                f"num_mcmc_steps={num_mcmc_steps} has no effect with waste_free: each chain "
+                f"runs waste_free - 1 = {waste_free - 1} steps; set the chain length with "
+                "waste_free and leave num_mcmc_steps out"
+            )
+    get_resampler(resampling)
+    ppl_checkpoint.check_path(checkpoint)
     spread = select_devices(devices, particles, "particles")
     compiled = compile_model(model, args, model_kwargs)
     diffusion_time = any(s.is_diffusion_prior for s in compiled.latents.values())
@@ -254,8 +265,8 @@ def smc(
     elif not np.all(result.reached_one):
         raise RuntimeError(
             f"tempered SMC did not reach temperature 1 within max_stages={max_stages} stages "
-            f"(reached {np.min(result.temperature[:, -1]):.3g}); increase max_stages or "
-            "target_ess"
+            f"(reached {np.min(result.temperature[:, -1]):.3g}); increase max_stages (or "
+            "lower target_ess: larger temperature steps, fewer stages)"
         )
     positions = np.asarray(result.particles)
     samples, pointwise = compiled.draws_from(

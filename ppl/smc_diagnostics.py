@@ -5,8 +5,9 @@ wrong, and what is checked instead (Chopin & Papaspiliopoulos 2020, *An Introduc
 Sequential Monte Carlo*, ch. 8.6 and 17.2; Dau & Chopin 2022, sec. 4):
 
 * **weight degeneracy**: the effective sample size ``ESS = 1 / sum_n W_n^2`` of a step far below
-  ``N``: the approximation there rests on a handful of particles (diffusion-time samplers; the
-  tempered ladder keeps its ESS at ``target_ess * N`` by construction);
+  ``N``: the approximation there rests on a handful of particles. The tempered ladder aims at
+  ``target_ess * N``, but misses it where no temperature step can reach it (a likelihood that
+  is zero on most of the prior: the first stage rests on the few particles where it is not);
 * **too few distinct particles** at the end: resampling duplicates particles and only the MCMC
   moves make them distinct again; a low fraction means the moves barely moved them (tempered)
   or the last weights were degenerate (diffusion time). Waste-free SMC keeps every state of
@@ -164,15 +165,21 @@ def diagnose_smc(
             f"{min_distinct:.0%}): {cure}"
         )
     ess = post.stages.get("ess")
-    if ess is not None and not tempered and np.any(np.isfinite(ess)):
+    if ess is not None and np.any(np.isfinite(ess)):
         run, step = np.unravel_index(np.nanargmin(ess), ess.shape)
         fraction = float(ess[run, step]) / particles
         result["min_ess_fraction"] = (fraction, int(run), int(step))
         if fraction < min_ess_fraction:
+            cure = (
+                "the likelihood is negligible on most of the particles there (little prior "
+                "mass where the data fit); use more particles or a prior closer to the data"
+                if tempered
+                else "use more particles or steps"
+            )
             problems.append(
-                f"the weights degenerated: ESS {fraction:.1%} of N at step {step} (< "
-                f"{min_ess_fraction:.0%}); the approximation there rests on "
-                f"{ess[run, step]:.0f} particle(s); use more particles or steps"
+                f"the weights degenerated: ESS {fraction:.1%} of N at "
+                f"{'stage' if tempered else 'step'} {step} (< {min_ess_fraction:.0%}); the "
+                f"approximation there rests on {ess[run, step]:.0f} particle(s); {cure}"
             )
     acceptance = post.stages.get("acceptance_rate")
     if acceptance is not None and np.any(np.isfinite(acceptance)):

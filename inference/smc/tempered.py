@@ -54,7 +54,8 @@ class TemperedResult(NamedTuple):
     reached_one: Array  # bool: beta reached 1 within max_stages
     temperature: Array  # (max_stages,) beta after each stage
     ess: Array  # (max_stages,) ESS after reweighting
-    acceptance_rate: Array  # (max_stages,) mean MCMC acceptance of the move before the stage
+    acceptance_rate: Array  # (max_stages,) mean MCMC acceptance of the move at the stage's
+    # temperature (after its resampling; the last one at beta = 1); NaN where none was made
     step_size: Array  # (max_stages,) MCMC step size used in that move
     log_evidence_increments: Array  # (max_stages,)
     failed: Array
@@ -190,10 +191,12 @@ def program(
             return particles, jnp.zeros((n,), dtype)
 
         particles, log_g = jax.lax.cond(done, stay, advance, particles)
+        # the move made at the start of this step (NaN if none): at the previous stage's
+        # temperature; in the first step after beta = 1, the last move, at beta = 1
         aux = {
             "temperature": jnp.where(done, jnp.nan, particles["beta"][0]),
-            "acceptance_rate": jnp.where(done, jnp.nan, particles["acceptance"][0]),
-            "step_size": jnp.where(done, jnp.nan, particles["used_step"][0]),
+            "acceptance_rate": particles["acceptance"][0],
+            "step_size": particles["used_step"][0],
         }
         particles = {
             **particles,
@@ -218,6 +221,12 @@ def summarize(result: engine.SMCResult) -> TemperedResult:
     temperature = result.aux["temperature"]
     used = ~jnp.isnan(temperature)
     num_stages = jnp.sum(used, axis=-1)
+
+    def move_of_stage(recorded):
+        """Step ``k + 1`` records the move at stage ``k``'s temperature: shift left by one."""
+        pad = jnp.full(recorded.shape[:-1] + (1,), jnp.nan, recorded.dtype)
+        return jnp.concatenate([recorded[..., 1:], pad], axis=-1)
+
     return TemperedResult(
         particles=result.particles["x"],
         log_evidence=result.log_evidence,
@@ -225,8 +234,8 @@ def summarize(result: engine.SMCResult) -> TemperedResult:
         reached_one=result.particles["beta"][..., 0] >= 1.0,
         temperature=temperature,
         ess=jnp.where(used, result.ess, jnp.nan),
-        acceptance_rate=result.aux["acceptance_rate"],
-        step_size=result.aux["step_size"],
+        acceptance_rate=move_of_stage(result.aux["acceptance_rate"]),
+        step_size=move_of_stage(result.aux["step_size"]),
         log_evidence_increments=jnp.where(used, result.log_evidence_increments, jnp.nan),
         failed=result.failed,
         nan_likelihoods=jnp.sum(result.nan_potentials, axis=-1),

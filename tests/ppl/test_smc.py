@@ -162,3 +162,48 @@ def test_masked_latent_is_refused_by_name():
 
     with pytest.raises(ValueError, match=r"\['theta'\] are masked in part"):
         ppl.smc(padded, np.zeros(3), np.array([True, True, False]), particles=100)
+
+
+@pytest.mark.parametrize(
+    "option, error, message",
+    [
+        ({"resampling": "sytematic"}, ValueError, "unknown resampling scheme 'sytematic'"),
+        ({"checkpoint": 123}, TypeError, "checkpoint must be a file path"),
+        ({"checkpoint": "/no/such/folder/run.npz"}, ValueError, "does not exist"),
+        ({"waste_free": 10, "num_mcmc_steps": 50}, ValueError, "no effect with waste_free"),
+    ],
+    ids=lambda v: str(v)[:30],
+)
+def test_tempered_options_are_refused_before_compiling(option, error, message):
+    """These used to surface only after a compiled stage had run (checkpoint: an OS error
+    naming a temporary file), or not at all (num_mcmc_steps under waste_free)."""
+    with pytest.raises(error, match=message):
+        ppl.smc(regression, X, y=Y, particles=100, progress_bar=False, **option)
+
+
+def test_kernel_objects_dense_mass_is_used():
+    from inference.mcmc.kernels import RWMH
+
+    dense = ppl.smc(regression, X, y=Y, particles=200, seed=0, dense_mass=True)
+    via_kernel = ppl.smc(regression, X, y=Y, particles=200, seed=0, kernel=RWMH(dense_mass=True))
+    diagonal = ppl.smc(regression, X, y=Y, particles=200, seed=0)
+    np.testing.assert_array_equal(via_kernel.samples["beta"], dense.samples["beta"])
+    assert not np.array_equal(diagonal.samples["beta"], dense.samples["beta"])
+
+
+def test_every_stage_records_its_move_the_last_at_temperature_one():
+    """The move at beta = 1 (the one that makes the returned particles) was never recorded:
+    a run that reached beta = 1 at its first stage had no acceptance rate at all, and one whose
+    moves accepted nothing was diagnosed healthy."""
+
+    def weak(y=None):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+        numpyro.sample("y", dist.Normal(mu, 1.5), obs=y)  # ESS at beta = 1: about 0.85 N
+
+    post = ppl.smc(weak, y=0.5, particles=300, seed=0, progress_bar=False)
+    assert post.stages["temperature"].tolist() == [[1.0]]
+    rate = post.stages["acceptance_rate"]
+    assert rate.shape == (1, 1) and 0.1 < rate[0, 0] < 0.9, rate
+    longer = ppl.smc(regression, X, y=Y, particles=300, seed=0, progress_bar=False)
+    assert np.all(np.isfinite(longer.stages["acceptance_rate"])), longer.stages["acceptance_rate"]
+    assert np.all(np.isfinite(longer.stages["step_size"]))
