@@ -123,6 +123,12 @@ def program(
         resampling: resampling scheme name.
     """
     n, d = initial_particles.shape
+    if not 0.0 < target_ess < 1.0:
+        raise ValueError(f"target_ess must be in (0, 1), got {target_ess}")
+    if waste_free is not None and (waste_free < 2 or n % waste_free):
+        raise ValueError(
+            f"waste_free must be an integer >= 2 that divides the {n} particles; got {waste_free}"
+        )
     init_step = 2.38 / jnp.sqrt(d) if kernel.name == "rwmh" else d ** (-0.25)
     dtype = initial_particles.dtype
 

@@ -81,3 +81,12 @@ def test_tempered_smc_conjugate_gaussian(waste_free):
     for row, stages in zip(acc, np.asarray(res.num_stages), strict=True):
         assert np.all(np.isfinite(row[:stages])) and np.all(np.isnan(row[stages:])), row
     assert np.all((acc[:, 0] > 0.05) & (acc[:, 0] < 0.95)), acc[:, :3]
+
+
+def test_program_refuses_impossible_options():
+    """``target_ess=1.5`` crawled in steps of 1e-6 until max_stages; a ``waste_free`` that
+    does not divide N failed with a cryptic cond-branch type error."""
+    x = jnp.zeros((100, 1))
+    for options, message in [({"target_ess": 1.5}, "target_ess"), ({"waste_free": 3}, "divides")]:
+        with pytest.raises(ValueError, match=message):
+            tempered.program(lambda v: 0.0, lambda v: 0.0, x, RWMH(), **options)
