@@ -13,7 +13,7 @@ from numpyro.infer import Predictive
 
 from inference.mcmc.kernels import get_kernel
 from inference.smc import tempered
-from inference.smc.resampling import get_resampler
+from inference.smc.resampling import RESAMPLERS
 from ppl import checkpoint as ppl_checkpoint
 from ppl.devices import particle_sharding, select_devices
 from ppl.diagnostics import warn_if_nonfinite
@@ -27,6 +27,7 @@ from ppl.validation import (
     check_flag,
     check_model_keywords,
     check_numpyro_names,
+    check_option,
     check_probability,
     check_seed,
     seed_int,
@@ -140,7 +141,7 @@ def smc(
                 f"runs waste_free - 1 = {waste_free - 1} steps; set the chain length with "
                 "waste_free and leave num_mcmc_steps out"
             )
-    get_resampler(resampling)
+    check_option("resampling", resampling, RESAMPLERS)
     ppl_checkpoint.check_path(checkpoint)
     spread = select_devices(devices, particles, "particles")
     compiled = compile_model(model, args, model_kwargs)

@@ -167,7 +167,7 @@ def test_masked_latent_is_refused_by_name():
 @pytest.mark.parametrize(
     "option, error, message",
     [
-        ({"resampling": "sytematic"}, ValueError, "unknown resampling scheme 'sytematic'"),
+        ({"resampling": "sytematic"}, ValueError, "unknown resampling 'sytematic'"),
         ({"checkpoint": 123}, TypeError, "checkpoint must be a file path"),
         ({"checkpoint": "/no/such/folder/run.npz"}, ValueError, "does not exist"),
         ({"waste_free": 10, "num_mcmc_steps": 50}, ValueError, "no effect with waste_free"),
