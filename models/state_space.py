@@ -44,6 +44,15 @@ def _concrete(x):
         return None
 
 
+def _gaussian_draws(key, mean, cov, shape=()):
+    """``N(mean, cov)`` draws through the Cholesky factor (the stream of every earlier
+    release), or an eigendecomposition where ``cov`` is singular (Cholesky gives NaN there):
+    a known initial state ``P0 = 0`` or a noise-free state component is a valid model."""
+    draws = jax.random.multivariate_normal(key, mean, cov, shape)
+    singular = jax.random.multivariate_normal(key, mean, cov, shape, method="eigh")
+    return jnp.where(jnp.all(jnp.isfinite(draws)), draws, singular)
+
+
 def _check_length(T) -> int:
     if isinstance(T, bool) or not isinstance(T, int | np.integer) or T < 1:
         raise ValueError(f"T must be a positive integer (the number of time steps); got {T!r}")
@@ -91,15 +100,12 @@ class LinearGaussian(StateSpaceModel):
         return dist.MultivariateNormal(self.C @ x, self.R)
 
     def simulate(self, key: Array, T: int) -> tuple[Array, Array]:
-        """Draw ``(xs (T, dx), ys (T, dy))`` from the model. The Gaussian draws use an
-        eigendecomposition, so singular covariances (a known initial state ``P0 = 0``, a
-        noise-free state component) are valid."""
+        """Draw ``(xs (T, dx), ys (T, dy))`` from the model; singular covariances (a known
+        initial state ``P0 = 0``, a noise-free state component) are valid."""
         T = _check_length(T)
         k0, kx, ky = jax.random.split(key, 3)
-        x0 = jax.random.multivariate_normal(k0, self.m0, self.P0, method="eigh")
-        noise = jax.random.multivariate_normal(
-            kx, jnp.zeros(self.dx), self.Q, (T - 1,), method="eigh"
-        )
+        x0 = _gaussian_draws(k0, self.m0, self.P0)
+        noise = _gaussian_draws(kx, jnp.zeros(self.dx), self.Q, (T - 1,))
 
         def body(x, u):
             x = self.A @ x + u
@@ -107,9 +113,7 @@ class LinearGaussian(StateSpaceModel):
 
         _, xs = jax.lax.scan(body, x0, noise)
         xs = jnp.concatenate([x0[None], xs])
-        ys = xs @ self.C.T + jax.random.multivariate_normal(
-            ky, jnp.zeros(self.dy), self.R, (T,), method="eigh"
-        )
+        ys = xs @ self.C.T + _gaussian_draws(ky, jnp.zeros(self.dy), self.R, (T,))
         return xs, ys
 
     def _check_observations(self, ys) -> Array:

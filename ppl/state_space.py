@@ -215,50 +215,63 @@ def _smooth_jit(ssm, num_trajectories, key, particles, log_weights, contents):
     return _smoothing.ffbs(key, particles, log_weights, ssm._transition_logpdf, num_trajectories)
 
 
-def _validate(ssm, ys, particles, method, resampling, ess_threshold, proposal, proposal0):
+def _validate(
+    ssm,
+    ys,
+    particles,
+    method,
+    resampling,
+    ess_threshold,
+    proposal,
+    proposal0,
+    caller="particle_filter",
+):
     if not all(hasattr(ssm, a) for a in ("init", "transition", "observation")):
         raise TypeError(
-            "particle_filter: `ssm` must be a StateSpaceModel (with init, transition and "
+            f"{caller}: `ssm` must be a StateSpaceModel (with init, transition and "
             f"observation), got {type(ssm).__name__}"
         )
     if isinstance(particles, bool) or not isinstance(particles, (int, np.integer)):
-        raise TypeError(f"particle_filter: `particles` must be an int, got {particles!r}")
+        raise TypeError(f"{caller}: `particles` must be an int, got {particles!r}")
     if particles <= 0:
-        raise ValueError(f"particle_filter: `particles` must be positive, got {particles}")
+        raise ValueError(f"{caller}: `particles` must be positive, got {particles}")
     if not isinstance(method, str) or method not in METHODS:
-        raise ValueError(f"particle_filter: unknown method {method!r}; expected one of {METHODS}")
+        raise ValueError(f"{caller}: unknown method {method!r}; expected one of {METHODS}")
     if not callable(resampling) and (
         not isinstance(resampling, str) or resampling not in RESAMPLERS
     ):
         raise ValueError(
-            f"particle_filter: unknown resampling {resampling!r}; expected one of "
-            f"{sorted(RESAMPLERS)}"
+            f"{caller}: unknown resampling {resampling!r}; expected one of {sorted(RESAMPLERS)}"
         )
-    check_real("particle_filter: `ess_threshold` (in [0, 1])", ess_threshold, 0.0, 1.0)
+    check_real(f"{caller}: `ess_threshold` (in [0, 1])", ess_threshold, 0.0, 1.0)
     if method == "guided" and proposal is None:
         raise ValueError(
-            "particle_filter: method='guided' needs `proposal(x_prev, y_t, t) -> distribution`"
+            f"{caller}: method='guided' needs `proposal(x_prev, y_t, t) -> distribution`"
+        )
+    if method == "bootstrap" and (proposal is not None or proposal0 is not None):
+        raise ValueError(
+            f"{caller}: method='bootstrap' draws from the transition and would ignore "
+            "`proposal` / `proposal0`; use method='guided' (or 'auxiliary') to use them"
         )
     if proposal is not None and not callable(proposal):
-        raise TypeError("particle_filter: `proposal` must be callable")
+        raise TypeError(f"{caller}: `proposal` must be callable")
     if proposal0 is not None and not callable(proposal0):
-        raise TypeError("particle_filter: `proposal0` must be callable")
+        raise TypeError(f"{caller}: `proposal0` must be callable")
     try:
         if np.iscomplexobj(ys):
             raise TypeError("complex values")
         ys_np = np.asarray(ys, dtype=float)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"particle_filter: `ys` must be a numeric array: {e}") from None
+        raise ValueError(f"{caller}: `ys` must be a numeric array: {e}") from None
     if np.issubdtype(np.asarray(ys).dtype, np.integer) or np.asarray(ys).dtype == bool:
         ys_np = np.asarray(ys).astype(np.int32)  # labels and counts stay integers (Categorical)
     if ys_np.ndim == 0 or ys_np.shape[0] == 0:
         raise ValueError(
-            f"particle_filter: `ys` must have a leading time axis of length >= 1, got shape "
-            f"{ys_np.shape}"
+            f"{caller}: `ys` must have a leading time axis of length >= 1, got shape {ys_np.shape}"
         )
     if not np.all(np.isfinite(ys_np)):
         bad = np.argwhere(~np.isfinite(ys_np.reshape(ys_np.shape[0], -1)))[0, 0]
-        raise ValueError(f"particle_filter: `ys` must be finite; ys[{bad}] is NaN or inf")
+        raise ValueError(f"{caller}: `ys` must be finite; ys[{bad}] is NaN or inf")
     # Shapes, by abstract evaluation only (no compilation, no FLOPs): each user function is
     # traced once; one that raises, or returns something that is not a distribution of the
     # right shape, is reported by name.
@@ -270,7 +283,7 @@ def _validate(ssm, ys, particles, method, resampling, ess_threshold, proposal, p
             return jax.eval_shape(fn, *args)
         except Exception as e:  # a user model that cannot even be traced
             raise ValueError(
-                f"particle_filter: could not evaluate the model's distributions: {what} "
+                f"{caller}: could not evaluate the model's distributions: {what} "
                 f"raised {type(e).__name__}: {e}"
             ) from e
 
@@ -290,6 +303,8 @@ def _validate(ssm, ys, particles, method, resampling, ess_threshold, proposal, p
         x0,
         key,
     )
+    if method == "auxiliary":
+        _check_transition_mean(ssm, caller)
     shaped = [("transition(x_prev, t)", x1)]
     if proposal is not None:
         shaped.append(
@@ -314,17 +329,17 @@ def _validate(ssm, ys, particles, method, resampling, ess_threshold, proposal, p
     for what, out in shaped:
         if tuple(out.shape) != tuple(x0.shape):
             raise ValueError(
-                f"particle_filter: {what} draws states of shape {tuple(out.shape)}, but init() "
+                f"{caller}: {what} draws states of shape {tuple(out.shape)}, but init() "
                 f"draws shape {tuple(x0.shape)}; every state must have the same shape"
             )
     if tuple(obs.shape) != tuple(ys_np.shape[1:]):
         raise ValueError(
-            f"particle_filter: `ys` has shape {ys_np.shape}, so each y_t has shape "
+            f"{caller}: `ys` has shape {ys_np.shape}, so each y_t has shape "
             f"{ys_np.shape[1:]}, but observation(x, t) has shape {tuple(obs.shape)}; "
             "expected ys of shape (T, *observation_shape)"
         )
     if observation_support[0] is not None:
-        _check_observation_support(observation_support[0], ys_np)
+        _check_observation_support(observation_support[0], ys_np, caller)
     return ys_np
 
 
@@ -334,7 +349,24 @@ def _device_ys(ys_np):
     return jnp.asarray(ys_np, dtype=jnp.int32 if integer else jnp.result_type(float))
 
 
-def _check_observation_support(support, ys_np):
+def _check_transition_mean(ssm, caller):
+    """The auxiliary filter looks ahead through ``transition(x, t).mean`` (Pitt & Shephard
+    1999): a transition without one (``NotImplementedError``) or with an undefined one (a
+    Cauchy's NaN) is refused here, not as "all weights are zero" inside the run."""
+    x0 = ssm.init().sample(jax.random.key(0))
+    try:
+        mean = ssm.transition(x0, jnp.int32(1)).mean
+    except NotImplementedError:
+        mean = None
+    if mean is None or not bool(jnp.all(jnp.isfinite(mean))):
+        raise ValueError(
+            f"{caller}: method='auxiliary' looks ahead through transition(x, t).mean, which "
+            f"this transition does not have ({'not implemented' if mean is None else mean}); "
+            "use method='bootstrap' or 'guided'"
+        )
+
+
+def _check_observation_support(support, ys_np, caller="particle_filter"):
     """Raise if some ``y_t`` lies outside the support of the observation distribution (a
     non-integer count for a Poisson, a negative value for a Gamma): its density is zero under
     every particle, which the filter would otherwise report as "all weights are zero". A
@@ -348,7 +380,7 @@ def _check_observation_support(support, ys_np):
     if not inside.all():
         t = int(np.flatnonzero(~inside)[0])
         raise ValueError(
-            f"particle_filter: ys[{t}] = {ys_np[t]} is outside the support of observation(x, t) "
+            f"{caller}: ys[{t}] = {ys_np[t]} is outside the support of observation(x, t) "
             f"({support}); its density is zero for every state"
         )
 
@@ -698,7 +730,7 @@ def pmmh(
         raise TypeError(
             f"pmmh: `ssm_builder` must return a StateSpaceModel, got {type(ssm0).__name__}"
         )
-    ys_np = _validate(ssm0, ys, particles, method, resampling, 0.5, None, None)
+    ys_np = _validate(ssm0, ys, particles, method, resampling, 0.5, None, None, caller="pmmh")
     ys_j = _device_ys(ys_np)
 
     def unflatten(z):

@@ -175,6 +175,23 @@ def test_validation_errors():
         StateSpaceModel(lambda: dist.Normal(), 3, lambda x, t: dist.Normal(x))
 
 
+def test_options_a_method_cannot_use_are_refused_by_name():
+    """A proposal given to the bootstrap filter was silently ignored (an absurd N(100, 0.01)
+    gave the log-likelihood of none); the auxiliary filter on a transition without a mean
+    failed with an empty NotImplementedError, or, for a Cauchy (mean NaN), blamed the weights."""
+    prop, prop0 = LG.optimal_proposal()
+    with pytest.raises(ValueError, match="method='bootstrap'.*would ignore `proposal`"):
+        particle_filter(LG, YS, proposal=prop, proposal0=prop0)
+    walk = lambda x, t: dist.Cauchy(0.9 * x, 0.5)  # noqa: E731
+    cauchy = StateSpaceModel(lambda: dist.Normal(), walk, lambda x, t: dist.Normal(x, 0.3))
+    ys = np.array([0.1, -0.2, 0.4])
+    with pytest.raises(ValueError, match=r"method='auxiliary'.*\.mean.*\(nan\)"):
+        particle_filter(cauchy, ys, method="auxiliary")
+    assert np.isfinite(particle_filter(cauchy, ys, particles=50).log_likelihood)
+    with pytest.raises(ValueError, match="^pmmh: unknown resampling 'foo'"):
+        pmmh(_ar1_builder, PRIOR, np.zeros((5, 1)), draws=2, particles=4, resampling="foo")
+
+
 def test_observation_outside_its_support_is_named():
     """A count of 0.5 under a Poisson, or 11 successes of 10 trials, has density zero under
     every particle: refused before compiling, naming y_t and the support."""
