@@ -184,11 +184,10 @@ def test_tempered_options_are_refused_before_compiling(option, error, message):
 def test_kernel_objects_dense_mass_is_used():
     from inference.mcmc.kernels import RWMH
 
+    # (that dense and diagonal differ is test_smc_options' test_dense_mass_gets_its_own_program)
     dense = ppl.smc(regression, X, y=Y, particles=200, seed=0, dense_mass=True)
     via_kernel = ppl.smc(regression, X, y=Y, particles=200, seed=0, kernel=RWMH(dense_mass=True))
-    diagonal = ppl.smc(regression, X, y=Y, particles=200, seed=0)
     np.testing.assert_array_equal(via_kernel.samples["beta"], dense.samples["beta"])
-    assert not np.array_equal(diagonal.samples["beta"], dense.samples["beta"])
 
 
 def test_every_stage_records_its_move_the_last_at_temperature_one():
@@ -204,6 +203,5 @@ def test_every_stage_records_its_move_the_last_at_temperature_one():
     assert post.stages["temperature"].tolist() == [[1.0]]
     rate = post.stages["acceptance_rate"]
     assert rate.shape == (1, 1) and 0.1 < rate[0, 0] < 0.9, rate
-    longer = ppl.smc(regression, X, y=Y, particles=300, seed=0, progress_bar=False)
-    assert np.all(np.isfinite(longer.stages["acceptance_rate"])), longer.stages["acceptance_rate"]
-    assert np.all(np.isfinite(longer.stages["step_size"]))
+    assert np.isfinite(post.stages["step_size"][0, 0])
+    # (several stages, each with its move: test_tempering's test_tempered_smc_conjugate_gaussian)
