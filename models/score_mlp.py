@@ -43,7 +43,6 @@ from jax import Array
 from inference import rng
 from inference.diffusion.sde import EDMSDE, SDE, VESDE, VPSDE, SubVPSDE
 from models.gmm import GaussianMixture
-from ppl.validation import check_count, check_real, check_seed
 
 __all__ = [
     "init_params",
@@ -161,6 +160,8 @@ def train(
     ``losses`` the per-step minibatch loss, shape ``(steps,)``; the parameter dict also stores
     ``sigma_data``. Interrupting (Ctrl-C) returns what was trained.
     """
+    from ppl.validation import check_count, check_real, check_seed  # the MLP needs no ppl
+
     data = jnp.asarray(data, jnp.float32)
     if data.ndim != 2 or data.shape[0] < 1:
         raise ValueError(f"data must have shape (n, d) (one row per example); got {data.shape}")

@@ -50,6 +50,12 @@ class Posterior:
         return next(iter(self.samples.values())).shape[1]
 
     @property
+    def observed_sites(self) -> set[str]:
+        """The sites observed in the fit (the model's, or those with data or a likelihood)."""
+        observed = set(getattr(self.compiled, "observed", None) or ())
+        return observed | set(self.observed_data) | set(self.log_likelihood)
+
+    @property
     def partial(self) -> bool:
         """True when the run was interrupted and holds only the draws completed by then."""
         return bool(self.attrs.get("partial", False))
@@ -131,8 +137,7 @@ class Posterior:
                 f"prior draws of {flat} lack the (chains, draws) leading axes; pass the dict "
                 "that ppl.predictive returns (shaped (1, num_samples, ...))"
             )
-        observed = set(self.observed_data) | set(self.log_likelihood)
-        observed |= set(getattr(self.compiled, "observed", ()))
+        observed = self.observed_sites
         groups = {
             "prior": {k: v for k, v in arrays.items() if k not in observed},
             "prior_predictive": {k: v for k, v in arrays.items() if k in observed},

@@ -63,8 +63,7 @@ def predictive(
             "num_samples is for the prior predictive; the posterior predictive has one draw "
             f"per posterior draw ({posterior.num_chains} x {posterior.num_draws} here)"
         )
-    fitted_observed = set(posterior.compiled.observed if posterior.compiled else ())
-    fitted_observed |= set(posterior.observed_data) | set(posterior.log_likelihood)
+    fitted_observed = posterior.observed_sites
     not_fitted = [  # latent here, and neither drawn nor observed in the fit
         n
         for n, site in trace.items()

@@ -35,6 +35,7 @@ from ppl.validation import (
 )
 
 SMC_KERNELS = ("rwmh", "mala", "hmc")
+NUM_MCMC_STEPS = 10  # the default; with waste_free another value would be ignored
 
 
 def smc(
@@ -43,7 +44,7 @@ def smc(
     particles: int = 2000,
     seed: int = 0,
     kernel="rwmh",
-    num_mcmc_steps: int = 10,
+    num_mcmc_steps: int = NUM_MCMC_STEPS,
     target_ess: float = 0.5,
     max_stages: int = 100,
     dense_mass: bool = False,
@@ -135,7 +136,7 @@ def smc(
                 f"waste_free={waste_free} must divide particles={particles} (chains of length "
                 "waste_free started from particles / waste_free resampled particles)"
             )
-        if num_mcmc_steps != 10:
+        if num_mcmc_steps != NUM_MCMC_STEPS:
             raise ValueError(
                 f"num_mcmc_steps={num_mcmc_steps} has no effect with waste_free: each chain "
                 f"runs waste_free - 1 = {waste_free - 1} steps; set the chain length with "
