@@ -40,7 +40,7 @@ from jax import Array
 
 from inference.diffusion import fkc as _fkc
 from inference.diffusion import superdiff as _superdiff
-from inference.smc.engine import nan_potentials_report
+from inference.smc.engine import check_unroll, nan_potentials_report
 from inference.smc.resampling import RESAMPLERS
 from ppl import arviz_io
 from ppl.diffusion import DiffusionPrior, _check_grid
@@ -388,6 +388,7 @@ def sample_composition(
     progress_bar: bool = True,
     chunk_size: int | None = None,
     resample_every: int = 1,
+    unroll: int | bool = 1,
 ) -> CompositionSamples:
     """Sample a composition with FKC, or a superposition with SuperDiff.
 
@@ -415,6 +416,11 @@ def sample_composition(
         resample_every: FKC decides whether to resample only every ``k`` steps (the weights
             and ESS are still recorded at every step); fewer decisions cost less per step on
             a GPU, more weight degeneracy between them.
+        unroll: ``True`` compiles each block of ``resample_every`` FKC steps as straight-line
+            code (``lax.scan``'s ``unroll``; an integer unrolls that many steps): no inner loop
+            on a GPU, ``resample_every`` copies of the score network to compile. The numbers
+            agree to rounding. On a GPU ``resample_every=10, unroll=True`` brings FKC to
+            1.05-1.22x the plain reverse SDE (README, FKC cost).
 
     Exact noised log-densities are used for the initial weight when every component provides
     ``log_density(x, t)`` (e.g. :func:`models.gmm_targets.exact_prior`).
@@ -433,6 +439,7 @@ def sample_composition(
         check_option("resampling", resampling, RESAMPLERS)
     ess_threshold = check_real("ess_threshold", ess_threshold, 0.0, 1.0)
     resample_every = check_count("resample_every", resample_every)
+    unroll = check_unroll(unroll)
     if isinstance(noise, str):
         check_option("noise", noise, ("target_score", "tempered"))
     else:
@@ -466,6 +473,8 @@ def sample_composition(
         }
         defaults = inspect.signature(sample_composition).parameters
         ignored = [n for n, v in given.items() if v != defaults[n].default]
+        if unroll is True or unroll != 1:  # True == 1 in Python
+            ignored.append("unroll")
         if ignored:
             raise ValueError(
                 f"{', '.join(f'{n}=' for n in ignored)} would be ignored: a superposition is "
@@ -524,6 +533,7 @@ def sample_composition(
             log_q_T=log_q,
             resample_at_end=True,
             resample_every=resample_every,
+            unroll=unroll,
         )
         driven = drive_one(
             program,
@@ -544,6 +554,7 @@ def sample_composition(
                 weighted,
                 grid,
                 resample_every,
+                unroll,
             ),
         )
     res = _fkc.fkc_result(jax.tree.map(jnp.asarray, driven.result), weighted)

@@ -148,19 +148,33 @@ def drive(
     bar = tqdm(total=total, desc=desc, unit=unit, disable=not progress, dynamic_ncols=True)
     bar.update(done)
     interrupted = False
+    # The chunks' records, joined along the step axis only when something reads them: joining
+    # after every chunk would copy the records so far each time (quadratic in the chunks).
+    pieces = [records]
+
+    def records_so_far():
+        if len(pieces) > 1:
+            pieces[:] = [jax.tree.map(_join_steps, *pieces)]
+        return pieces[0]
+
     try:
-        while done < num_steps and not (done and stop_when is not None and stop_when(records)):
+        while done < num_steps and not (
+            done and stop_when is not None and stop_when(records_so_far())
+        ):
             new_states, chunk_records = chunk_all(keys, run_inputs, states, done)
             valid = min(chunk, num_steps - done)
-            chunk_records = jax.tree.map(lambda a, v=valid: np.asarray(a)[:, :v], chunk_records)
+            # One transfer of all the leaves (device_get starts every copy before waiting).
+            host = jax.device_get(chunk_records)
+            chunk_records = jax.tree.map(lambda a, v=valid: np.asarray(a)[:, :v], host)
             states = new_states
-            records = jax.tree.map(_append_steps, records, chunk_records)
+            pieces.append(chunk_records)
             done += valid
             if checkpoint is not None:
-                ppl_checkpoint.save(checkpoint, (states, records), {**meta, "completed": done})
+                saved = (states, records_so_far())
+                ppl_checkpoint.save(checkpoint, saved, {**meta, "completed": done})
             bar.update(valid)
             if postfix is not None:
-                bar.set_postfix(postfix(records), refresh=False)
+                bar.set_postfix(postfix(records_so_far()), refresh=False)
     except KeyboardInterrupt:
         if done == 0:
             raise
@@ -169,7 +183,7 @@ def drive(
         bar.close()
 
     result = jax.device_get(finish_all(keys, run_inputs, states))
-    result = result._replace(**records._asdict())
+    result = result._replace(**records_so_far()._asdict())
     return Driven(result, done, interrupted)
 
 
@@ -202,6 +216,8 @@ def _compile(make_program, num_particles: int, num_steps: int, chunk: int, maske
                 p.rejuvenate,
                 p.summary_fn,
                 p.resample_every,
+                p.unroll,
+                p.record_ancestors,
             )
 
         return mapped(one, keys, inputs, states)
@@ -218,8 +234,8 @@ def _compile(make_program, num_particles: int, num_steps: int, chunk: int, maske
     return start_all, chunk_all, finish_all
 
 
-def _append_steps(before: np.ndarray, chunk: np.ndarray) -> np.ndarray:
-    return np.concatenate([before, chunk], axis=1)
+def _join_steps(*pieces: np.ndarray) -> np.ndarray:
+    return np.concatenate(pieces, axis=1)
 
 
 def drive_one(program: engine.Program, key: jax.Array, num_particles: int, **options) -> Driven:

@@ -317,6 +317,8 @@ def fkc_program(
     resample_at_end: bool = False,
     denoise: bool = True,
     resample_every: int = 1,
+    unroll: int | bool = 1,
+    record_ancestors: bool = False,
 ) -> engine.Program:
     """FKC for ``pi propto prod_i q^i^{c_i}`` as an engine program (see :func:`fkc_sample`)."""
     if window is not None:
@@ -334,6 +336,8 @@ def fkc_program(
         ess_threshold=ess_threshold if weighted else 0.0,
         resample_at_end=resample_at_end and weighted,
         resample_every=resample_every,
+        unroll=unroll,
+        record_ancestors=record_ancestors,
     )
 
 
@@ -358,9 +362,11 @@ def fkc_sample(
     """Sample ``pi propto prod_i q^i^{c_i}`` with FKC: one :func:`engine.run` call (a ``lax.scan``).
 
     ``options`` are those of :func:`fkc_program`: ``noise`` and ``beta`` choose ``zeta``
-    (:func:`noise_factor`); ``resampling``, ``ess_threshold``, ``resample_every`` and
-    ``resample_at_end`` go to the engine (``ess_threshold=1.0`` resamples every step as in the
-    FKC paper; ``resample_every=k`` decides only every ``k`` steps); ``window`` is the
+    (:func:`noise_factor`); ``resampling``, ``ess_threshold``, ``resample_every``, ``unroll``
+    and ``resample_at_end`` go to the engine (``ess_threshold=1.0`` resamples every step as in
+    the FKC paper; ``resample_every=k`` decides only every ``k`` steps, and ``unroll=True``
+    compiles each block of ``k`` steps without an inner loop); the ``(steps, N)`` genealogy
+    (``.smc.ancestors``) is kept only with ``record_ancestors=True``; ``window`` is the
     active window; ``grid`` is the time grid kind of :func:`samplers.time_grid`; the others as
     in :func:`fkc_feynman_kac`. jit/vmap-able in ``key`` (``num_particles``, ``steps`` static).
     """

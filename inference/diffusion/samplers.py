@@ -33,6 +33,7 @@ import jax.numpy as jnp
 from jax import Array
 
 from inference import rng
+from inference.smc.engine import check_unroll
 
 from .ode import odeint_dopri5, odeint_grid
 from .sde import SDE, check_time
@@ -128,6 +129,7 @@ def euler_maruyama(
     denoise: bool = True,
     return_trajectory: bool = False,
     first_step: int | Array = 0,
+    unroll: int | bool = 1,
 ):
     """Euler-Maruyama on the reverse SDE (Song et al. 2021, eq. 6):
 
@@ -136,9 +138,11 @@ def euler_maruyama(
     With ``denoise=True`` the last step omits the noise (score_sde's ``noise_removal``).
     ``z_k`` is drawn with ``fold_in(key, first_step + k)``: a run split into segments of the
     grid (each with its offset ``first_step``, ``denoise`` only on the last) gives the numbers
-    of the whole run.
+    of the whole run. ``unroll`` is ``lax.scan``'s (steps per loop iteration; fewer loop
+    iterations cost less on a GPU when a step is a few small kernels).
     """
     x_T, grid = _prepare(sde, x_T, time_grid)
+    unroll = check_unroll(unroll)
     n = grid.shape[0] - 1
     keys = _step_keys(key, first_step, n)
     last = jnp.arange(n) == n - 1
@@ -149,7 +153,7 @@ def euler_maruyama(
         x = reverse_sde_step(score_fn, sde, x, t, t_next, z, ~(is_last & denoise))
         return x, (x if return_trajectory else None)
 
-    x, traj = jax.lax.scan(body, x_T, (keys, grid[:-1], grid[1:], last))
+    x, traj = jax.lax.scan(body, x_T, (keys, grid[:-1], grid[1:], last), unroll=unroll)
     return _finish(x, traj, x_T, return_trajectory)
 
 

@@ -223,7 +223,8 @@ def superdiff_program(
     """
     ts = make_time_grid(sde, steps, grid)
     fk = superdiff_feynman_kac(score_fns, sde, dim, ts, mode, weights, temperature, log_q_T)
-    return engine.Program(fk, steps, ess_threshold=0.0)
+    # Never resampled: the ancestor record would be the identity at every step.
+    return engine.Program(fk, steps, ess_threshold=0.0, record_ancestors=False)
 
 
 def superdiff_result(res: engine.SMCResult) -> SuperDiffResult:

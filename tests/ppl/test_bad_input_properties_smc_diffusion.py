@@ -417,6 +417,7 @@ SAMPLE_BAD = {
     "resampling": ["sys", None, 1],
     "ess_threshold": bad_reals01,
     "resample_every": bad_counts,
+    "unroll": [0, -2, 2.5, "8", None, [8]],
     "noise": ["gaussian", None, 0, -1.0, float("nan")],
     "window": [(0.5, 0.2), (-0.1, 0.5), (0.0, 1.5), (np.nan, 1.0), (0.1,), "all", 0.5],
     "grid": ["log", 2],  # None means the default

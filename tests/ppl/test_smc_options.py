@@ -93,7 +93,13 @@ def test_composition_weights_must_be_real_numbers(bad):
 
 @pytest.mark.parametrize(
     "option",
-    [{"resampling": "multinomial"}, {"ess_threshold": 1.0}, {"noise": 2.0}, {"window": (0, 1)}],
+    [
+        {"resampling": "multinomial"},
+        {"ess_threshold": 1.0},
+        {"noise": 2.0},
+        {"window": (0, 1)},
+        {"unroll": True},
+    ],
     ids=lambda o: next(iter(o)),
 )
 def test_fkc_options_on_a_superposition_are_refused(option):

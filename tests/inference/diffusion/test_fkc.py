@@ -77,8 +77,8 @@ def stats(x):
 STAT = {"p_pos": 0, "mean": 1, "var_at_1": 2, "fold_var": 3}
 
 
-@partial(jax.jit, static_argnames=("sde", "n", "steps", "every"))
-def _estimate(key, gmms, coeffs, zeta, wscale, ess, sde, n, steps, every=1):
+@partial(jax.jit, static_argnames=("sde", "n", "steps", "every", "unroll"))
+def _estimate(key, gmms, coeffs, zeta, wscale, ess, sde, n, steps, every=1, unroll=1):
     score_fns = [g.score_fn(sde) for g in gmms]
     log_q = [partial(lambda g, x, t: g.logpdf_t(x, t, sde), g) for g in gmms]
     base = fkc.fkc_feynman_kac(
@@ -96,7 +96,7 @@ def _estimate(key, gmms, coeffs, zeta, wscale, ess, sde, n, steps, every=1):
     fk = engine.FeynmanKac(init, step)
 
     def one(k):
-        res = engine.run(k, fk, n, steps, ess_threshold=ess, resample_every=every)
+        res = engine.run(k, fk, n, steps, ess_threshold=ess, resample_every=every, unroll=unroll)
         w = jnp.exp(res.log_weights)
         return w @ stats(res.particles.x)
 
@@ -117,6 +117,7 @@ def estimate(
     beta=None,
     scale_w=1.0,
     every=1,
+    unroll=1,
 ):
     """(R,) per-seed weighted estimates of a statistic. Every 1-d problem is cast as two models
     with two components each (zero coefficients / zero weights pad), and the weighting is a
@@ -139,6 +140,7 @@ def estimate(
         n,
         steps,
         every,
+        unroll,
     )
     return out[:, STAT[stat]]
 
@@ -180,13 +182,16 @@ def test_anneal_bimodal_beta3(sde):
     assert abs(zh) > 8
 
 
-def test_anneal_bimodal_beta3_deciding_every_5_steps():
-    """``resample_every=5`` (resampling decided once per block of 5 steps) targets the same
-    law: the weighted P(x > 0) matches the exact annealed value."""
+@pytest.mark.parametrize("every,unroll", [(5, 1), (25, 5)])
+def test_anneal_bimodal_beta3_deciding_every_k_steps(every, unroll):
+    """``resample_every=k`` (resampling decided once per block of k steps; 25, with the blocks
+    unrolled, is the GPU setting of the README) targets the same law: the weighted P(x > 0)
+    matches the exact annealed value (with 5x fewer decisions, a 3x larger standard error)."""
     exact = gt.prob_positive_1d(gt.tempered_separated(bimodal(), 3.0))
-    est = estimate(jax.random.PRNGKey(3), BIMODAL, (3.0,), VPSDE(), 2000, 200, every=5)
+    key = jax.random.PRNGKey(3)
+    est = estimate(key, BIMODAL, (3.0,), VPSDE(), 2000, 200, every=every, unroll=unroll)
     zf, mf, sf = z_score(est, exact)
-    print(f"anneal beta=3 P+, resample_every=5: {mf:.4f} +- {sf:.4f} (exact {exact:.4f})")
+    print(f"anneal beta=3 P+, resample_every={every}: {mf:.4f} +- {sf:.4f} (exact {exact:.4f})")
     assert abs(zf) < 4
 
 

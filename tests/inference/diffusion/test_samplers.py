@@ -86,3 +86,17 @@ def test_ode_solvers_converge_pathwise(method, order):
             errs.append(float(jnp.mean(jnp.abs(x - ref))))
         rate = np.log2(errs[0] / errs[1])
         assert abs(rate - order) < 0.4, (errs, rate)
+
+
+@pytest.mark.parametrize("unroll", [True, 4])
+def test_euler_maruyama_unrolled_gives_the_same_draws(gmm2, unroll):
+    """``unroll`` only changes how the loop is compiled: same keys, same numbers."""
+    sde = VPSDE()
+    sf = gmm2.score_fn(sde)
+    x_T = sde.prior_sample(jax.random.PRNGKey(0), (64, 2))
+    g = S.time_grid(sde, 12)
+    rolled = S.euler_maruyama(jax.random.PRNGKey(1), sf, sde, x_T, g)
+    unrolled = S.euler_maruyama(jax.random.PRNGKey(1), sf, sde, x_T, g, unroll=unroll)
+    np.testing.assert_allclose(unrolled, rolled, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="unroll must be"):
+        S.euler_maruyama(jax.random.PRNGKey(1), sf, sde, x_T, g, unroll=0)

@@ -374,6 +374,40 @@ def test_resample_every_records_every_step_as_the_one_step_loop(every):
     np.testing.assert_array_equal(block.ancestors, one.ancestors)
 
 
+@pytest.mark.parametrize("unroll", [True, 2])
+def test_unrolled_blocks_give_the_numbers_of_the_block_loop(unroll):
+    """``unroll`` compiles the moves of a block as straight-line code (``True``) or two per
+    loop iteration; with resampling on, the particles, ancestors, weights and evidence are
+    those of the rolled loop."""
+    fk, key = _moving_fk(), jax.random.key(6)
+    rolled = run(key, fk, 64, T, ess_threshold=0.9, resample_every=5)
+    unrolled = run(key, fk, 64, T, ess_threshold=0.9, resample_every=5, unroll=unroll)
+    assert rolled.resampled.any()
+    np.testing.assert_array_equal(unrolled.ancestors, rolled.ancestors)
+    np.testing.assert_allclose(unrolled.particles, rolled.particles, rtol=1e-6, atol=1e-6)
+    for field in ("log_weights", "ess", "log_evidence_running"):
+        np.testing.assert_allclose(
+            getattr(unrolled, field), getattr(rolled, field), rtol=2e-5, atol=2e-5
+        )
+
+
+def test_without_the_ancestor_record_the_run_is_the_same():
+    """``record_ancestors=False`` drops the ``(T, N)`` genealogy and nothing else."""
+    fk, key = _moving_fk(), jax.random.key(7)
+    full = run(key, fk, 64, T, ess_threshold=0.9, resample_every=2)
+    lean = run(key, fk, 64, T, ess_threshold=0.9, resample_every=2, record_ancestors=False)
+    assert lean.ancestors is None and full.ancestors.shape == (T, 64)
+    np.testing.assert_array_equal(lean.particles, full.particles)
+    np.testing.assert_array_equal(lean.log_evidence_running, full.log_evidence_running)
+    np.testing.assert_array_equal(lean.resampled, full.resampled)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "2", None])
+def test_unroll_must_be_a_flag_or_a_positive_integer(bad):
+    with pytest.raises(ValueError, match="unroll must be True, False or a positive integer"):
+        run(jax.random.key(0), static_fk(), 8, 4, unroll=bad)
+
+
 def test_resample_every_decides_only_at_block_starts():
     """With ``ess_threshold=1`` and ``k = 3``: resampled exactly at t = 0, 3, 6, 9, identity
     ancestors elsewhere; the constant-potential identity Z^N = mean(w_0) prod c_t still holds."""
