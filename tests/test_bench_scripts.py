@@ -22,6 +22,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 SCRIPTS = {  # script name -> its arguments
     "diffusion_steps": "--sizes 1000",
     "fkc_overhead": "--particles 500 --steps 20 --repeats 1",
+    "fkc_api_overhead": "--particles 200 --steps 20 --repeats 1",
     "mcgdiff_gmm": "--quick --dys 1 --problems 2 --steps 20 --particles 200 "
     "--methods MCGdiff TDS DPS AFDPS",
     "smc_vs_blackjax": "--quick",

@@ -114,14 +114,12 @@ def test_sample_fkc_result_and_arviz(priors):
 
 def test_gpu_settings_resample_every_and_unroll(priors):
     """The README's GPU recipe (``resample_every=10, unroll=True``): unrolling changes only the
-    compiled loop, so the particles, evidence and ESS are those of the rolled blocks, in chunks
-    of the progress bar as in one call."""
+    compiled loop, so the particles, evidence and ESS are those of the rolled blocks (both run
+    in the progress bar's chunks)."""
     p1, p2 = priors
     target = C.guided(p2, p1, 2.0)
     rolled = C.sample_composition(target, 256, steps=40, seed=1, resample_every=10)
-    unrolled = C.sample_composition(
-        target, 256, steps=40, seed=1, resample_every=10, unroll=True, chunk_size=20
-    )
+    unrolled = C.sample_composition(target, 256, steps=40, seed=1, resample_every=10, unroll=True)
     np.testing.assert_allclose(unrolled.samples, rolled.samples, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(unrolled.log_normalizer, rolled.log_normalizer, atol=1e-5)
     np.testing.assert_allclose(unrolled.ess, rolled.ess, rtol=1e-4)

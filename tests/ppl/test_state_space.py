@@ -49,25 +49,29 @@ def test_particle_filter_linear_gaussian(method):
     assert again.log_likelihood == res.log_likelihood
 
 
+def test_log_likelihood_estimates_shape_seed_and_validation():
+    runs = ppl.log_likelihood_estimates(LG, YS, particles=400, runs=16, seed=0)
+    assert runs.shape == (16,) and runs.dtype == np.float64 and np.all(np.isfinite(runs))
+    again = ppl.log_likelihood_estimates(LG, YS, particles=400, runs=16, seed=0)
+    assert np.array_equal(again, runs)
+    other = ppl.log_likelihood_estimates(LG, YS, particles=400, runs=16, seed=1)
+    assert not np.array_equal(other, runs)
+    with pytest.raises(ValueError, match="runs"):
+        ppl.log_likelihood_estimates(LG, YS, runs=0)
+
+
+@pytest.mark.slow  # the engine's unbiasedness is in the default suite (tests/inference/smc)
 def test_log_likelihood_estimates_are_unbiased_and_their_spread_falls_with_particles():
     """exp(log p^N(y)) is unbiased for p(y) (Del Moral 2004): over 200 independent filters
     the mean of exp(estimate - exact) is 1 within 4 of its standard errors; the sd of the
     estimates falls with N (by about sqrt(4) = 2 from N = 100 to 400)."""
     wide = ppl.log_likelihood_estimates(LG, YS, particles=100, runs=200, seed=0)
     narrow = ppl.log_likelihood_estimates(LG, YS, particles=400, runs=200, seed=0)
-    assert wide.shape == narrow.shape == (200,) and wide.dtype == np.float64
     ratio = np.exp(narrow - EXACT)
     assert abs(ratio.mean() - 1.0) < 4 * ratio.std(ddof=1) / np.sqrt(ratio.size), ratio.mean()
     sd_wide, sd_narrow = wide.std(ddof=1), narrow.std(ddof=1)
     se_difference = np.hypot(sd_wide, sd_narrow) / np.sqrt(2 * 199)
     assert sd_wide - sd_narrow > 4 * se_difference, (sd_wide, sd_narrow)
-    again = ppl.log_likelihood_estimates(LG, YS, particles=400, runs=200, seed=0)
-    assert np.array_equal(again, narrow)
-    assert not np.array_equal(
-        ppl.log_likelihood_estimates(LG, YS, particles=400, runs=200, seed=1), narrow
-    )
-    with pytest.raises(ValueError, match="runs"):
-        ppl.log_likelihood_estimates(LG, YS, runs=0)
 
 
 def test_smooth_against_rts():
