@@ -53,6 +53,8 @@ print("SAME")
 @pytest.mark.parametrize("backend", ["mcmc", pytest.param("smc", marks=pytest.mark.slow)])
 def test_one_device_and_four_devices_give_the_same_draws(backend):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_ENABLE_X64="1")
+    if os.environ.get("PPL_TEST_XLA_OPTIMIZE", "0") != "1":  # as tests/conftest.py does
+        env["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
     env.pop("JAX_PLATFORMS", None)
     script = COMMON + CHECKS[backend]
     result = subprocess.run(
