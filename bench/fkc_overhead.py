@@ -30,16 +30,10 @@ from models.gmm import GaussianMixture
 from models.score_mlp import load_toy2d, toy_path
 
 
-def best_time(fn, key, repeats, warm=True):
-    if warm:
-        jax.block_until_ready(fn(key))  # compile + warm-up
-    times = []
-    for i in range(repeats):
-        k = jax.random.fold_in(key, i)
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(k))
-        times.append(time.perf_counter() - t0)
-    return min(times)
+def wall_time(fn, key):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(key))
+    return time.perf_counter() - t0
 
 
 def loop_kernel_counts(fn):
@@ -94,47 +88,31 @@ def main(argv=None):
     beta, n, steps = args.beta, args.particles, args.steps
     grid = time_grid(sde, steps)
 
-    @jax.jit
-    def plain(key):
-        k0, k1 = jax.random.split(key)
-        x_T = sde.prior_sample(k0, (n, 2)) / jnp.sqrt(beta)
-        return euler_maruyama(k1, lambda x, t: beta * score(x, t), sde, x_T, grid)
-
-    @jax.jit
-    def corrected(key):
-        return fkc.fkc_sample(key, [score], [beta], sde, 2, n, steps).samples
-
-    @jax.jit
-    def weights_only(key):
-        return fkc.fkc_sample(key, [score], [beta], sde, 2, n, steps, ess_threshold=0.0).samples
-
     every = args.resample_every
 
-    @jax.jit
-    def blocked(key):
-        return fkc.fkc_sample(key, [score], [beta], sde, 2, n, steps, resample_every=every).samples
+    def plain_sde(unroll=1):
+        @jax.jit
+        def run(key):
+            k0, k1 = jax.random.split(key)
+            x_T = sde.prior_sample(k0, (n, 2)) / jnp.sqrt(beta)
+            scaled = lambda x, t: beta * score(x, t)  # noqa: E731
+            return euler_maruyama(k1, scaled, sde, x_T, grid, unroll=unroll)
 
-    @jax.jit
-    def blocked_unrolled(key):
-        return fkc.fkc_sample(
-            key, [score], [beta], sde, 2, n, steps, resample_every=every, unroll=True
-        ).samples
+        return run
 
-    @jax.jit
-    def plain_unrolled(key):
-        k0, k1 = jax.random.split(key)
-        x_T = sde.prior_sample(k0, (n, 2)) / jnp.sqrt(beta)
-        scaled = lambda x, t: beta * score(x, t)  # noqa: E731
-        return euler_maruyama(k1, scaled, sde, x_T, grid, unroll=every)
+    def fkc_sampler(**options):
+        return jax.jit(
+            lambda key: fkc.fkc_sample(key, [score], [beta], sde, 2, n, steps, **options).samples
+        )
 
     # interleave them so that load from other processes hits them alike; keep the best
     fns = {
-        "plain": plain,
-        "fkc": corrected,
-        "weights_only": weights_only,
-        "blocked": blocked,
-        "plain_unrolled": plain_unrolled,
-        "blocked_unrolled": blocked_unrolled,
+        "plain": plain_sde(),
+        "fkc": fkc_sampler(),
+        "weights_only": fkc_sampler(ess_threshold=0.0),
+        "blocked": fkc_sampler(resample_every=every),
+        "plain_unrolled": plain_sde(unroll=every),
+        "blocked_unrolled": fkc_sampler(resample_every=every, unroll=True),
     }
     if args.kernels:
         for name, f in fns.items():
@@ -144,7 +122,7 @@ def main(argv=None):
     best = dict.fromkeys(fns, float("inf"))
     for i in range(args.repeats):
         for name, f in fns.items():
-            best[name] = min(best[name], best_time(f, jax.random.PRNGKey(i), 1, warm=False))
+            best[name] = min(best[name], wall_time(f, jax.random.PRNGKey(i)))
     rows = {
         "plain": "reverse SDE (Euler-Maruyama, scaled score)",
         "fkc": "FKC (engine, ESS<0.5 systematic)",

@@ -165,7 +165,7 @@ def drive(
             valid = min(chunk, num_steps - done)
             # One transfer of all the leaves (device_get starts every copy before waiting).
             host = jax.device_get(chunk_records)
-            chunk_records = jax.tree.map(lambda a, v=valid: np.asarray(a)[:, :v], host)
+            chunk_records = jax.tree.map(lambda a, v=valid: a[:, :v], host)
             states = new_states
             pieces.append(chunk_records)
             done += valid
