@@ -142,14 +142,26 @@ def test_errors():
 
 
 def test_afdps_refuses_a_grid_its_euler_maruyama_step_cannot_follow():
-    """du g^2 |A|^2 / sigma^2 at its largest (VP, beta_max = 20, uniform grid): with sigma = 0.7
-    and |A|^2 = 2, 0.2 * 2 / 0.49 = 0.82 at 100 steps (refused, pointing to 164 steps, where it
-    is 0.5) and 0.16 at 500 (the default; accepted). Where the check fires AFDPS returned
-    evidences tens to hundreds of nats off, without failing."""
-    with pytest.raises(ValueError, match=r"steps=100.*reaches 0\.8.*steps >= 16[45]"):
-        smc_inverse_problem(linear_model, (Y,), {}, 10, 0, "afdps", steps=100)
-    post = smc_inverse_problem(linear_model, (Y,), {}, 10, 0, "afdps", progress_bar=False)
+    """du lambda_t g^2 |A|^2 / sigma^2 at its largest (VP, beta_max = 20, uniform grid), with
+    sigma = 0.7 and |A|^2 = 2: without annealing (lambda = 1) 0.2 * 2 / 0.49 = 0.82 at 100
+    steps (refused, pointing to 164 steps, where it is 0.5); annealed, 100 steps are accepted
+    and 10 are refused. Where the check fires AFDPS returned evidences tens to hundreds of nats
+    off, without failing."""
+    with pytest.raises(ValueError, match=r"steps=100.*reaches 0\.82.*steps >= 16[45]"):
+        smc_inverse_problem(linear_model, (Y,), {}, 10, 0, "afdps", steps=100, anneal=False)
+    with pytest.raises(ValueError, match=r"steps=10: .*reaches 1\.63.*steps >= \d\d"):
+        smc_inverse_problem(linear_model, (Y,), {}, 10, 0, "afdps", steps=10)
+    post = smc_inverse_problem(
+        linear_model, (Y,), {}, 10, 0, "afdps", steps=100, progress_bar=False
+    )
     assert post.samples["x"].shape == (1, 10, 2)
+
+
+def test_anneal_is_an_afdps_option_and_a_bool():
+    with pytest.raises(ValueError, match="anneal= applies to method='afdps' only"):
+        smc_inverse_problem(linear_model, (Y,), {}, 10, 0, "tds", anneal=True)
+    with pytest.raises(TypeError, match="anneal must be True or False, got 'yes'"):
+        smc_inverse_problem(linear_model, (Y,), {}, 10, 0, "afdps", anneal="yes")
 
 
 def test_auto_uses_mcgdiff_and_returns_posterior():
