@@ -58,7 +58,15 @@ def test_toy_data_is_symmetric_and_deterministic():
     np.testing.assert_allclose(jnp.mean(up[:, 0]), 0.0, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["four_modes", "up", "down"])
+@pytest.mark.parametrize(
+    # one shipped model in the default suite (15 s each); the other two share its code path
+    "name",
+    [
+        "four_modes",
+        pytest.param("up", marks=pytest.mark.slow),
+        pytest.param("down", marks=pytest.mark.slow),
+    ],
+)
 def test_toy_model_samples_its_training_mixture(name):
     prior = M.load_toy_prior(name)
     gmm = M.toy_gmm(name)

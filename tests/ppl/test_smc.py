@@ -89,6 +89,7 @@ def bimodal(dim=2):
     numpyro.factor("mixture", lik)
 
 
+@pytest.mark.slow  # 13 s, a capability check; the closed-form posteriors above stay default
 def test_tempered_smc_finds_both_modes_where_one_nuts_chain_does_not():
     runs = 8
     post = ppl.smc(bimodal, particles=500, runs=runs, seed=0, kernel="rwmh")
