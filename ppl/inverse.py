@@ -493,6 +493,7 @@ def smc_inverse_problem(
             ess_threshold=threshold,
             rejuvenate=rejuvenate,
             resample_at_end=method != "dps",
+            record_ancestors=False,  # nothing reads the (steps, N) genealogy here
         ),
         key,
         particles,
