@@ -7,6 +7,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,16 @@ def _load_model(spec: str):
         raise SystemExit(f"ppl run: no such file {path!r}")
     module_spec = importlib.util.spec_from_file_location(file.stem, file)
     module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    try:
+        module_spec.loader.exec_module(module)
+    except SyntaxError as err:
+        raise SystemExit(f"ppl run: {path!r} line {err.lineno}: {err.msg}") from None
+    except Exception as err:  # noqa: BLE001 - any error of the user's file, named in one line
+        frames = [f for f in traceback.extract_tb(err.__traceback__) if Path(f.filename) == file]
+        where = f" line {frames[-1].lineno}" if frames else ""
+        raise SystemExit(
+            f"ppl run: importing {path!r} raised {type(err).__name__}{where}: {err}"
+        ) from None
     if not hasattr(module, name):
         raise SystemExit(f"ppl run: {path!r} defines no function {name!r}")
     return getattr(module, name)
@@ -65,6 +75,8 @@ def _check_output(path: str | None) -> None:
     """Refuse an output file that cannot be written before the sampler runs."""
     if path is None:
         return
+    if Path(path).is_dir():
+        raise SystemExit(f"ppl run: --out {path!r} is a folder; give a file name such as run.nc")
     folder = Path(path).resolve().parent
     if not folder.is_dir():
         raise SystemExit(f"ppl run: --out {path!r}: no such folder {str(folder)!r}")

@@ -219,6 +219,10 @@ def mcmc(
 
 
 def _heuristic_step_size(logdensity_fn, kernel, key, wstate):
+    if kernel.initial_scaling is not None:  # RWMH: the optimal scaling 2.38 / sqrt(d)
+        size = adaptation.initial_step_size(kernel, wstate.state.position.shape[0])
+        step_size = size.astype(wstate.step_size.dtype)
+        return wstate._replace(step_size=step_size, reinit_step_size=jnp.zeros((), bool))
     step_size = adaptation.find_reasonable_step_size(
         key,
         wstate.state,
@@ -291,7 +295,8 @@ def _build_program(compiled, kernel_obj, chains, warmup, chunk) -> _Program:
         state = jax.vmap(lambda x: adaptation.warmup_init(x, logdensity_fn, kernel_obj, warmup))(
             positions
         )
-        if warmup == 0:  # no adaptation: the Hoffman & Gelman (2014, alg. 4) step size, fixed
+        if warmup == 0:  # no adaptation: Hoffman & Gelman's (2014, alg. 4) step size (RWMH:
+            # 2.38 / sqrt(d)), fixed
             state = jax.vmap(partial(_heuristic_step_size, logdensity_fn, kernel_obj))(keys, state)
         return state, found
 

@@ -173,7 +173,7 @@ def predictor_corrector(
 
     At each ``t_k``: ``n_corrector`` Langevin steps targeting ``p_{t_k}``,
     ``x <- x + e s(x, t_k) + sqrt(2 e) z`` with ``e = 2 a (snr ||z|| / ||s||)^2`` (norms are
-    averaged over particles as in score_sde; ``a = (alpha_{t_{k+1}} / alpha_{t_k})^2``, i.e.
+    averaged over particles as in score_sde; ``a = (alpha_{t_k} / alpha_{t_{k+1}})^2``, i.e.
     ``1 - beta_k`` for VP and 1 for VE, cf. score_sde issue #73), then one Euler-Maruyama
     predictor step to ``t_{k+1}``. The corrector comes before the predictor as in score_sde.
     Step ``k`` draws from ``fold_in(key, first_step + k)`` (see :func:`euler_maruyama`).
@@ -198,7 +198,9 @@ def predictor_corrector(
     def body(x, inp):
         k, t, t_next, is_last = inp
         kc, kp = jax.random.split(k)
-        a = (sde.marginal_mean_coeff(t_next) / sde.marginal_mean_coeff(t)) ** 2
+        # 1 - beta_k of the discrete VP chain: alpha_bar_k / alpha_bar_{k-1}, where t_next is
+        # the less noisy time (score_sde's ``alphas[timestep]``)
+        a = (sde.marginal_mean_coeff(t) / sde.marginal_mean_coeff(t_next)) ** 2
         if n_corrector > 0:
             x = corrector(x, kc, t, a)
         z = rng.normal(kp, x.shape, x.dtype)

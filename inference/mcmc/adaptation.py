@@ -15,6 +15,27 @@ iteration :math:`t = 1, 2, \\dots`,
 with :math:`\\gamma = 0.05`, :math:`t_0 = 10`, :math:`\\kappa = 0.75`,
 :math:`\\mu = \\log(10 \\epsilon_0)`, :math:`\\bar H_0 = 0`, :math:`\\log\\bar\\epsilon_0 = 0`.
 Warm-up samples with :math:`\\epsilon_t`; the step size for sampling is :math:`\\bar\\epsilon`.
+
+**Random-walk Metropolis** (``kernel.step_size_rule == "robbins_monro"``). Its acceptance
+statistic :math:`\\alpha_t = \\min(1, \\pi(x')/\\pi(x))` comes from one random direction and
+is far noisier than HMC's, so the dual-averaging iterates scatter (SD 0.7-0.9 in
+:math:`\\log\\epsilon` over a 50-iteration buffer, 10-d Gaussian) and, the acceptance curve
+being convex in :math:`\\log\\epsilon` around 0.234, :math:`\\bar\\epsilon` accepts too rarely:
+0.12 on average for a 0.234 target, 0.03-0.30 from chain to chain. RWMH therefore uses the
+Robbins-Monro recursion of adaptive random-walk Metropolis (Andrieu & Thoms 2008, "A tutorial
+on adaptive MCMC", Sec. 5.1 and algorithm 4),
+
+.. math:: \\log \\epsilon_{t+1} = \\log \\epsilon_t + c\\, t^{-0.6} (\\alpha_t - \\delta),
+          \\qquad c = 2,
+
+restarted from the optimal scaling :math:`\\epsilon = 2.38 / \\sqrt d` of Roberts, Gelman &
+Gilks (1997) (``kernel.initial_scaling``; exact for a Gaussian target whose covariance the mass
+matrix matches) at the start and after every mass-matrix update; it samples with the iterates'
+average :math:`\\bar\\epsilon` (the weights above), and its terminal buffer is 200 iterations
+(``kernel.terminal_buffer``) instead of 50. On i.i.d. Gaussians (fixed identity mass, 12 seeds)
+the acceptance at :math:`\\bar\\epsilon` is then 0.222 / 0.229 / 0.237 on average for
+``d`` = 2 / 10 / 50 (each seed within 0.19-0.28), against 0.19 (0.09-0.33) for dual averaging
+started at the same point.
 :math:`\\epsilon_0` comes from the heuristic of Hoffman & Gelman (2014, algorithm 4,
 :func:`find_reasonable_step_size`), run at the first iteration and again after every update
 of the mass matrix, after which dual averaging restarts (as Stan does).
@@ -74,6 +95,27 @@ def dual_averaging_init(step_size) -> DualAveragingState:
     return DualAveragingState(
         log_eps, zero, zero, jnp.log(10.0) + log_eps, jnp.zeros((), jnp.int32)
     )
+
+
+def robbins_monro_update(
+    da: DualAveragingState,
+    acceptance_rate,
+    target_accept,
+    gain: float = 2.0,
+    decay: float = 0.6,
+    kappa: float = 0.75,
+) -> DualAveragingState:
+    """One Robbins-Monro step on :math:`\\log\\epsilon` (module docstring, random-walk
+    Metropolis), :math:`\\log\\epsilon_{t+1} = \\log\\epsilon_t + c t^{-0.6}(\\alpha_t - \\delta)`,
+    and the iterates' average :math:`\\log\\bar\\epsilon_t` with the weights of dual averaging
+    (:math:`t^{-\\kappa}` on the newest iterate)."""
+    alpha = jnp.clip(jnp.nan_to_num(acceptance_rate, nan=0.0), 0.0, 1.0)
+    t = da.t + 1
+    tf = t.astype(da.log_step_size.dtype)
+    log_eps = da.log_step_size + gain * tf**-decay * (alpha - target_accept)
+    weight = tf**-kappa
+    log_eps_avg = weight * log_eps + (1.0 - weight) * da.log_step_size_avg
+    return da._replace(log_step_size=log_eps, log_step_size_avg=log_eps_avg, t=t)
 
 
 def dual_averaging_update(
@@ -220,17 +262,23 @@ def window_schedule(
     return windows
 
 
-def _schedule_arrays(num_warmup: int) -> tuple[np.ndarray, np.ndarray]:
+def _schedule_arrays(num_warmup: int, term_buffer: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-iteration flags: inside a slow window; last iteration of a slow window."""
     in_window = np.zeros(max(num_warmup, 1), bool)
     window_end = np.zeros(max(num_warmup, 1), bool)
-    for start, end in window_schedule(num_warmup):
+    for start, end in window_schedule(num_warmup, term_buffer=term_buffer):
         in_window[start:end] = True
         window_end[end - 1] = True
     return in_window, window_end
 
 
 # -------------------------------------------------------------------------------- warm-up
+
+
+def initial_step_size(kernel, dim: int) -> Array:
+    """``kernel.initial_scaling / sqrt(dim)``: the optimal random-walk scaling of Roberts,
+    Gelman & Gilks (1997) for RWMH (module docstring)."""
+    return jnp.asarray(kernel.initial_scaling / np.sqrt(dim))
 
 
 class WarmupState(NamedTuple):
@@ -273,7 +321,8 @@ def warmup_step(
     """One warm-up iteration: (re)initialise the step size if due, take a kernel step, update
     dual averaging, and inside a slow window feed the Welford estimator; at a window's end
     set the inverse mass matrix and schedule a step-size re-initialisation."""
-    in_window, window_end = (jnp.asarray(a) for a in _schedule_arrays(num_warmup))
+    schedule = _schedule_arrays(num_warmup, kernel.terminal_buffer)
+    in_window, window_end = (jnp.asarray(a) for a in schedule)
     i = wstate.step
     idx = jnp.clip(i, 0, in_window.shape[0] - 1)
     in_range = i < num_warmup
@@ -283,22 +332,34 @@ def warmup_step(
     key_init, key_step = jax.random.split(key)
     inverse_mass_matrix = wstate.inverse_mass_matrix
     reinit = wstate.reinit_step_size
-    step_size = find_reasonable_step_size(
-        key_init,
-        wstate.state,
-        logdensity_fn,
-        kernel.log_accept_ratio,
-        wstate.step_size,
-        inverse_mass_matrix,
-        active=reinit,
-    )
+    if kernel.initial_scaling is None:
+        step_size = find_reasonable_step_size(
+            key_init,
+            wstate.state,
+            logdensity_fn,
+            kernel.log_accept_ratio,
+            wstate.step_size,
+            inverse_mass_matrix,
+            active=reinit,
+        )
+    else:
+        step_size = jnp.where(
+            reinit,
+            initial_step_size(kernel, wstate.state.position.shape[0]).astype(
+                wstate.step_size.dtype
+            ),
+            wstate.step_size,
+        )
     da = jax.tree.map(
         lambda a, b: jnp.where(reinit, a, b), dual_averaging_init(step_size), wstate.dual_averaging
     )
 
     state, info = kernel.step(key_step, wstate.state, logdensity_fn, step_size, inverse_mass_matrix)
 
-    da = dual_averaging_update(da, info.acceptance_rate, kernel.target_accept)
+    if kernel.step_size_rule == "robbins_monro":
+        da = robbins_monro_update(da, info.acceptance_rate, kernel.target_accept)
+    else:
+        da = dual_averaging_update(da, info.acceptance_rate, kernel.target_accept)
     welford = jax.tree.map(
         lambda a, b: jnp.where(is_in_window, a, b),
         welford_update(wstate.welford, state.position),

@@ -10,7 +10,11 @@ to ``jax.jit``. It exposes
   module-level kernel with the object's static options bound;
 * ``log_accept_ratio(key, state, logdensity_fn, step_size, inverse_mass_matrix)``, the log
   acceptance ratio of one elementary proposal, which the step-size heuristic of
-  Hoffman & Gelman (2014, alg. 4) uses.
+  Hoffman & Gelman (2014, alg. 4) uses;
+* how warm-up adapts its step size (:mod:`inference.mcmc.adaptation`): ``step_size_rule``
+  (``"dual_averaging"``, or ``"robbins_monro"`` for RWMH), ``terminal_buffer`` (the final
+  step-size-only iterations; Stan's 50, 200 for RWMH) and ``initial_scaling`` (``None``: the
+  heuristic above at every (re)start; a number ``c``: the step size ``c / sqrt(d)``).
 
 ``get_kernel("nuts", target_accept=0.9)`` maps a name (case-insensitive) and options to an
 object; a configured object is returned as it is (or with the options replaced).
@@ -55,6 +59,9 @@ class _Kernel:
     """Behaviour shared by the kernel objects."""
 
     name: ClassVar[str]
+    step_size_rule: ClassVar[str] = "dual_averaging"
+    terminal_buffer: ClassVar[int] = 50
+    initial_scaling: ClassVar[float | None] = None
     init = staticmethod(base.init)
 
     def __post_init__(self) -> None:
@@ -176,11 +183,19 @@ class MALA(_Kernel):
 
 @dataclasses.dataclass(frozen=True)
 class RWMH(_Kernel):
-    """Gaussian random-walk Metropolis-Hastings (:mod:`inference.mcmc.rwmh`)."""
+    """Gaussian random-walk Metropolis-Hastings (:mod:`inference.mcmc.rwmh`).
+
+    Its acceptance probability is a noisy statistic (one random direction per iteration), so
+    warm-up adapts its step size by Robbins-Monro over a 200-iteration terminal buffer, starting
+    from the optimal scaling ``2.38 / sqrt(d)`` (:mod:`inference.mcmc.adaptation`).
+    """
 
     target_accept: float = 0.234
     dense_mass: bool = False
     name: ClassVar[str] = "rwmh"
+    step_size_rule: ClassVar[str] = "robbins_monro"
+    terminal_buffer: ClassVar[int] = 200
+    initial_scaling: ClassVar[float | None] = 2.38
 
     step = staticmethod(rwmh.step)
     log_accept_ratio = staticmethod(rwmh.log_accept_ratio)

@@ -113,9 +113,24 @@ def test_bad_data_output_and_a_failing_model_are_one_line_errors(tmp_path):
         (["--data", str(tmp_path / "missing.json")], "cannot read --data"),
         (["--data", str(ragged)], "'y' is not a rectangular array"),
         (["--data", str(good), "--out", str(tmp_path / "no" / "p.nc")], "no such folder"),
+        # a folder as --out used to fail in h5py after sampling
+        (["--data", str(good), "--out", str(tmp_path)], "is a folder; give a file name"),
     ]
     for options, message in cases:
         with pytest.raises(SystemExit, match=message):
             cli.main(["run", spec, *options, "--no-progress"])
     with pytest.raises(SystemExit, match="the model raised while being traced"):
         cli.main(["run", f"{model_file}:broken", "--data", str(good), "--no-progress"])
+
+
+def test_a_model_file_that_fails_to_import_is_a_one_line_error(tmp_path):
+    """A syntax error or an exception while importing the model file used to print a raw
+    traceback; now the file, the line and the error."""
+    syntax = tmp_path / "syntax.py"
+    syntax.write_text("def model(:\n    pass\n")
+    with pytest.raises(SystemExit, match=r"syntax\.py' line 1: "):
+        cli.main(["run", f"{syntax}:model", "--no-progress"])
+    raising = tmp_path / "raising.py"
+    raising.write_text("import math\n\nVALUE = math.sqrt(-1)\n")
+    with pytest.raises(SystemExit, match=r"raising\.py' raised ValueError line 3: math domain"):
+        cli.main(["run", f"{raising}:model", "--no-progress"])
