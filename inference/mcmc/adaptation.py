@@ -16,14 +16,17 @@ with :math:`\\gamma = 0.05`, :math:`t_0 = 10`, :math:`\\kappa = 0.75`,
 :math:`\\mu = \\log(10 \\epsilon_0)`, :math:`\\bar H_0 = 0`, :math:`\\log\\bar\\epsilon_0 = 0`.
 Warm-up samples with :math:`\\epsilon_t`; the step size for sampling is :math:`\\bar\\epsilon`.
 
+:math:`\\epsilon_0` comes from the heuristic of Hoffman & Gelman (2014, algorithm 4,
+:func:`find_reasonable_step_size`), run at the first iteration and again after every update
+of the mass matrix, after which dual averaging restarts (as Stan does).
+
 **Random-walk Metropolis** (``kernel.step_size_rule == "robbins_monro"``). Its acceptance
 statistic :math:`\\alpha_t = \\min(1, \\pi(x')/\\pi(x))` comes from one random direction and
 is far noisier than HMC's, so the dual-averaging iterates scatter (SD 0.7-0.9 in
 :math:`\\log\\epsilon` over a 50-iteration buffer, 10-d Gaussian) and, the acceptance curve
-being convex in :math:`\\log\\epsilon` around 0.234, :math:`\\bar\\epsilon` accepts too rarely:
-0.12 on average for a 0.234 target, 0.03-0.30 from chain to chain. RWMH therefore uses the
-Robbins-Monro recursion of adaptive random-walk Metropolis (Andrieu & Thoms 2008, "A tutorial
-on adaptive MCMC", Sec. 5.1 and algorithm 4),
+being convex in :math:`\\log\\epsilon` around 0.234, :math:`\\bar\\epsilon` accepts too rarely.
+RWMH therefore uses the Robbins-Monro recursion of adaptive random-walk Metropolis (Andrieu &
+Thoms 2008, "A tutorial on adaptive MCMC", Sec. 5.1 and algorithm 4),
 
 .. math:: \\log \\epsilon_{t+1} = \\log \\epsilon_t + c\\, t^{-0.6} (\\alpha_t - \\delta),
           \\qquad c = 2,
@@ -33,12 +36,10 @@ Gilks (1997) (``kernel.initial_scaling``; exact for a Gaussian target whose cova
 matrix matches) at the start and after every mass-matrix update; it samples with the iterates'
 average :math:`\\bar\\epsilon` (the weights above), and its terminal buffer is 200 iterations
 (``kernel.terminal_buffer``) instead of 50. On i.i.d. Gaussians (fixed identity mass, 12 seeds)
-the acceptance at :math:`\\bar\\epsilon` is then 0.222 / 0.229 / 0.237 on average for
-``d`` = 2 / 10 / 50 (each seed within 0.19-0.28), against 0.19 (0.09-0.33) for dual averaging
-started at the same point.
-:math:`\\epsilon_0` comes from the heuristic of Hoffman & Gelman (2014, algorithm 4,
-:func:`find_reasonable_step_size`), run at the first iteration and again after every update
-of the mass matrix, after which dual averaging restarts (as Stan does).
+the acceptance at :math:`\\bar\\epsilon` after 200 iterations is then 0.222 / 0.229 / 0.237 on
+average for ``d`` = 2 / 10 / 50 (each seed within 0.19-0.28); dual averaging over Stan's 50,
+started at the same point, gave 0.19 (0.09-0.33) for ``d`` = 10, and 0.12-0.14 on average
+(0.03-0.30 per chain) in ``ppl.mcmc`` as it was, from the doubling heuristic.
 
 **Mass matrix.** Stan's windowed adaptation (Stan Reference Manual, "HMC algorithm
 parameters: automatic parameter tuning"): an initial fast buffer of ``init_buffer`` = 75
@@ -109,13 +110,24 @@ def robbins_monro_update(
     Metropolis), :math:`\\log\\epsilon_{t+1} = \\log\\epsilon_t + c t^{-0.6}(\\alpha_t - \\delta)`,
     and the iterates' average :math:`\\log\\bar\\epsilon_t` with the weights of dual averaging
     (:math:`t^{-\\kappa}` on the newest iterate)."""
+    alpha, t, tf = _acceptance_and_count(da, acceptance_rate)
+    log_eps = da.log_step_size + gain * tf**-decay * (alpha - target_accept)
+    log_eps_avg = _averaged(da.log_step_size_avg, log_eps, tf, kappa)
+    return da._replace(log_step_size=log_eps, log_step_size_avg=log_eps_avg, t=t)
+
+
+def _acceptance_and_count(da: DualAveragingState, acceptance_rate):
+    """The acceptance statistic in ``[0, 1]`` (NaN: 0), and ``t + 1`` as integer and float."""
     alpha = jnp.clip(jnp.nan_to_num(acceptance_rate, nan=0.0), 0.0, 1.0)
     t = da.t + 1
-    tf = t.astype(da.log_step_size.dtype)
-    log_eps = da.log_step_size + gain * tf**-decay * (alpha - target_accept)
+    return alpha, t, t.astype(da.log_step_size.dtype)
+
+
+def _averaged(log_eps_avg, log_eps, tf, kappa):
+    """:math:`\\log\\bar\\epsilon_t = t^{-\\kappa}\\log\\epsilon_t + (1 - t^{-\\kappa})
+    \\log\\bar\\epsilon_{t-1}`."""
     weight = tf**-kappa
-    log_eps_avg = weight * log_eps + (1.0 - weight) * da.log_step_size_avg
-    return da._replace(log_step_size=log_eps, log_step_size_avg=log_eps_avg, t=t)
+    return weight * log_eps + (1.0 - weight) * log_eps_avg
 
 
 def dual_averaging_update(
@@ -127,14 +139,11 @@ def dual_averaging_update(
     kappa: float = 0.75,
 ) -> DualAveragingState:
     """One iteration of Hoffman & Gelman (2014) algorithm 5 (equations in the module docstring)."""
-    alpha = jnp.clip(jnp.nan_to_num(acceptance_rate, nan=0.0), 0.0, 1.0)
-    t = da.t + 1
-    tf = t.astype(da.h_bar.dtype)
+    alpha, t, tf = _acceptance_and_count(da, acceptance_rate)
     eta = 1.0 / (tf + t0)
     h_bar = (1.0 - eta) * da.h_bar + eta * (target_accept - alpha)
     log_eps = da.mu - jnp.sqrt(tf) / gamma * h_bar
-    weight = tf**-kappa
-    log_eps_avg = weight * log_eps + (1.0 - weight) * da.log_step_size_avg
+    log_eps_avg = _averaged(da.log_step_size_avg, log_eps, tf, kappa)
     return DualAveragingState(log_eps, log_eps_avg, h_bar, da.mu, t)
 
 
