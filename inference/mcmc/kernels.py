@@ -12,9 +12,10 @@ to ``jax.jit``. It exposes
   acceptance ratio of one elementary proposal, which the step-size heuristic of
   Hoffman & Gelman (2014, alg. 4) uses;
 * how warm-up adapts its step size (:mod:`inference.mcmc.adaptation`): ``step_size_rule``
-  (``"dual_averaging"``, or ``"robbins_monro"`` for RWMH), ``terminal_buffer`` (the final
-  step-size-only iterations; Stan's 50, 200 for RWMH) and ``initial_scaling`` (``None``: the
-  heuristic above at every (re)start; a number ``c``: the step size ``c / sqrt(d)``).
+  (``"dual_averaging"``, or ``"robbins_monro"`` for RWMH and MALA), ``terminal_buffer`` (the
+  final step-size-only iterations; Stan's 50, 200 for RWMH and MALA) and ``initial_scaling``
+  (``None``: the heuristic above at every (re)start; a number ``c``: the step size
+  ``c / sqrt(d)``, RWMH's).
 
 ``get_kernel("nuts", target_accept=0.9)`` maps a name (case-insensitive) and options to an
 object; a configured object is returned as it is (or with the options replaced).
@@ -171,11 +172,16 @@ class HMC(_Kernel):
 
 @dataclasses.dataclass(frozen=True)
 class MALA(_Kernel):
-    """Preconditioned Metropolis-adjusted Langevin algorithm (:mod:`inference.mcmc.mala`)."""
+    """Preconditioned Metropolis-adjusted Langevin algorithm (:mod:`inference.mcmc.mala`).
+
+    Like RWMH its acceptance is that of one proposal, so warm-up adapts its step size by
+    Robbins-Monro over a 200-iteration terminal buffer (from the step-size heuristic)."""
 
     target_accept: float = 0.574
     dense_mass: bool = False
     name: ClassVar[str] = "mala"
+    step_size_rule: ClassVar[str] = "robbins_monro"
+    terminal_buffer: ClassVar[int] = 200
 
     step = staticmethod(mala.step)
     log_accept_ratio = staticmethod(mala.log_accept_ratio)

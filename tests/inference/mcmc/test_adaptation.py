@@ -73,26 +73,31 @@ def test_robbins_monro_converges_to_target_on_a_known_acceptance_curve():
         np.testing.assert_allclose(jnp.exp(da.log_step_size_avg), -np.log(0.234), rtol=0.15)
 
 
-def test_rwmh_warmup_reaches_its_target_acceptance():
+def test_rwmh_and_mala_warmup_reach_their_target_acceptance():
     """Dual averaging left RWMH at 0.12-0.14 mean acceptance for a 0.234 target (0.03-0.30 per
-    chain) on these targets; Robbins-Monro from 2.38 / sqrt(d) with a 200-step terminal
-    buffer gives 0.231 and 0.237 (mean over 6 seeds of the 8-chain mean; its SD 0.011)."""
+    chain) on these targets, and MALA at 0.66-0.71 for 0.574; Robbins-Monro with a 200-step
+    terminal buffer gives RWMH 0.231 and 0.237 (mean over 6 seeds of the 8-chain mean; its SD
+    0.011) and MALA 0.594 on the 10-d target (3 seeds, all within 0.001)."""
     import numpyro.distributions as dist
 
     import ppl
 
-    scales = {"3-d, scales 0.1 / 1 / 10": jnp.array([0.1, 1.0, 10.0]), "10-d": jnp.ones(10)}
-    for name, scale in scales.items():
+    targets = {"3-d, scales 0.1 / 1 / 10": jnp.array([0.1, 1.0, 10.0]), "10-d": jnp.ones(10)}
+    runs = [("rwmh", name, scale) for name, scale in targets.items()] + [
+        ("mala", "10-d", targets["10-d"])
+    ]
+    for kernel, name, scale in runs:
 
         def model(scale=scale):
             ppl.sample("x", dist.Normal(jnp.zeros(scale.shape), scale).to_event(1))
 
         post = ppl.mcmc(
-            model, kernel="rwmh", chains=8, warmup=1000, draws=1000, seed=0, progress_bar=False
+            model, kernel=kernel, chains=8, warmup=1000, draws=1000, seed=0, progress_bar=False
         )
         acceptance = np.asarray(post.stats["acceptance_rate"]).mean()
-        assert abs(acceptance - 0.234) < 0.05, (name, acceptance)
-    # no warm-up: the optimal scaling itself (the doubling heuristic is a coin toss for RWMH)
+        target = {"rwmh": 0.234, "mala": 0.574}[kernel]
+        assert abs(acceptance - target) < 0.05, (kernel, name, acceptance)
+    # no warm-up: RWMH at the optimal scaling itself (the doubling heuristic is a coin toss)
     post = ppl.mcmc(model, kernel="rwmh", chains=1, warmup=0, draws=5, progress_bar=False)
     np.testing.assert_allclose(post.stats["step_size"], 2.38 / np.sqrt(10), rtol=1e-6)
 
