@@ -59,7 +59,14 @@ from ppl.model import (
 from ppl.posterior import Posterior
 from ppl.smc_diagnostics import warn_if_smc_problems
 from ppl.smc_driver import drive_one
-from ppl.validation import check_count, check_option, check_probability, check_real, check_seed
+from ppl.validation import (
+    check_count,
+    check_flag,
+    check_option,
+    check_probability,
+    check_real,
+    check_seed,
+)
 
 __all__ = ["smc_inverse_problem", "InverseProblem", "analyse", "METHODS"]
 
@@ -388,9 +395,8 @@ def smc_inverse_problem(
             raise ValueError(
                 f"anneal= applies to method='afdps' only (got method={method!r}); leave it out"
             )
-        if not isinstance(anneal, (bool, np.bool_)):
-            raise TypeError(f"anneal must be True or False, got {anneal!r}")
-    anneal = True if anneal is None else bool(anneal)
+        anneal = check_flag("anneal", anneal)
+    anneal = True if anneal is None else anneal
     key = check_seed(seed)
     kwargs = dict(kwargs or {})
     problem = analyse(model, args, kwargs)

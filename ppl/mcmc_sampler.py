@@ -219,15 +219,11 @@ def mcmc(
 
 
 def _heuristic_step_size(logdensity_fn, kernel, key, wstate):
-    if kernel.initial_scaling is not None:  # RWMH: the optimal scaling 2.38 / sqrt(d)
-        size = adaptation.initial_step_size(kernel, wstate.state.position.shape[0])
-        step_size = size.astype(wstate.step_size.dtype)
-        return wstate._replace(step_size=step_size, reinit_step_size=jnp.zeros((), bool))
-    step_size = adaptation.find_reasonable_step_size(
+    step_size = adaptation.restart_step_size(
         key,
         wstate.state,
         logdensity_fn,
-        kernel.log_accept_ratio,
+        kernel,
         wstate.step_size,
         wstate.inverse_mass_matrix,
     )

@@ -289,10 +289,24 @@ def _schedule_arrays(num_warmup: int, term_buffer: int) -> tuple[np.ndarray, np.
 # -------------------------------------------------------------------------------- warm-up
 
 
-def initial_step_size(kernel, dim: int) -> Array:
-    """``kernel.initial_scaling / sqrt(dim)``: the optimal random-walk scaling of Roberts,
-    Gelman & Gilks (1997) for RWMH (module docstring)."""
-    return jnp.asarray(kernel.initial_scaling / np.sqrt(dim))
+def restart_step_size(
+    key: Array, state: State, logdensity_fn, kernel, step_size, inverse_mass_matrix, active=True
+) -> Array:
+    """The step size a (re)start of the adaptation begins from (``step_size`` where ``active``
+    is false): ``kernel.initial_scaling / sqrt(d)``, the optimal random-walk scaling of Roberts,
+    Gelman & Gilks (1997), for RWMH; :func:`find_reasonable_step_size` for the others."""
+    if kernel.initial_scaling is None:
+        return find_reasonable_step_size(
+            key,
+            state,
+            logdensity_fn,
+            kernel.log_accept_ratio,
+            step_size,
+            inverse_mass_matrix,
+            active=active,
+        )
+    scaled = kernel.initial_scaling / np.sqrt(state.position.shape[0])
+    return jnp.where(active, jnp.asarray(scaled, jnp.result_type(step_size)), step_size)
 
 
 class WarmupState(NamedTuple):
@@ -346,24 +360,15 @@ def warmup_step(
     key_init, key_step = jax.random.split(key)
     inverse_mass_matrix = wstate.inverse_mass_matrix
     reinit = wstate.reinit_step_size
-    if kernel.initial_scaling is None:
-        step_size = find_reasonable_step_size(
-            key_init,
-            wstate.state,
-            logdensity_fn,
-            kernel.log_accept_ratio,
-            wstate.step_size,
-            inverse_mass_matrix,
-            active=reinit,
-        )
-    else:
-        step_size = jnp.where(
-            reinit,
-            initial_step_size(kernel, wstate.state.position.shape[0]).astype(
-                wstate.step_size.dtype
-            ),
-            wstate.step_size,
-        )
+    step_size = restart_step_size(
+        key_init,
+        wstate.state,
+        logdensity_fn,
+        kernel,
+        wstate.step_size,
+        inverse_mass_matrix,
+        active=reinit,
+    )
     da = jax.tree.map(
         lambda a, b: jnp.where(reinit, a, b), dual_averaging_init(step_size), wstate.dual_averaging
     )

@@ -18,7 +18,7 @@ and reweighted by ``exp(int c du)`` represent ``q`` (a Feynman-Kac formula). The
 Algorithm 1 is ``lambda = 1`` (``anneal=False``). Per step ``k -> k + 1`` the weight is the
 exact tempering factor ``p(y | x)^(lambda_{k+1} - lambda_k)`` (the ``lambda' mu`` term) times
 the left-point (Ito) ``exp(du c(x_old, t))`` at ``lambda_{k+1}``, as in Algorithm 1; the score,
-likelihood, its gradient and the pieces of ``c`` at the new point are cached for the next step
+likelihood, its gradient and Laplacian at the new point are cached for the next step
 (one score evaluation per particle and step). At ``u = 0``,
 ``q ∝ N(0, rho^2 I) p(y|x)^lambda_0``; at ``t_min``, ``q = p(x) p(y|x)``, the unnormalised
 posterior, whose mass is ``p(y)``: the engine's evidence estimate targets ``log p(y)`` up to the
@@ -125,22 +125,12 @@ def afdps(
             return jnp.trace(jax.hessian(log_lik_fn)(x))
 
     def local(x, t):
-        """Score and the pieces of the rate ``c`` at the particles (combined with ``lambda``
-        in ``step``): ``l = log p(y|x)``, ``grad l``, ``g^2/2 |grad l|^2``, ``g^2/2 Lap l``
-        and ``H . grad l``."""
-        g2 = sde.diffusion(t) ** 2
+        """Score, ``log p(y|x)``, its gradient and Laplacian at the particles (the rate ``c``
+        is assembled in ``step`` with ``lambda``, ``g^2`` and ``H`` of the step)."""
         score = score_fn(x, t)
         log_l, grad_l = jax.vmap(jax.value_and_grad(log_lik_fn))(x)
-        H = -sde.drift(x, t) + g2 * score
-        return {
-            "x": x,
-            "score": score,
-            "log_lik": log_l,
-            "grad": grad_l,
-            "half_g2_grad2": 0.5 * g2 * jnp.sum(grad_l**2, -1),
-            "half_g2_lap": 0.5 * g2 * jax.vmap(laplacian_fn)(x),
-            "H_dot_grad": jnp.sum(H * grad_l, -1),
-        }
+        lap_l = jax.vmap(laplacian_fn)(x)
+        return {"x": x, "score": score, "log_lik": log_l, "grad": grad_l, "lap": lap_l}
 
     def init(key, n):
         z = rng.normal(key, (n, dim))
@@ -179,10 +169,13 @@ def afdps(
         H = -sde.drift(x, t) + g2 * p["score"]
         # raise the potential to lam1 at x (the exact tempering weight), then one left-point
         # step of the PDE at lam1: weight du c(x, t), Euler-Maruyama move with the guided drift
-        c = lam1**2 * p["half_g2_grad2"] + lam1 * (p["half_g2_lap"] + p["H_dot_grad"])
+        # c = V^2/2 (|grad mu|^2 - Lap mu) - H.grad mu with mu = -lam1 log p(y|x)
+        grad_l = p["grad"]
+        c = 0.5 * g2 * (lam1**2 * jnp.sum(grad_l**2, -1) + lam1 * p["lap"])
+        c = c + lam1 * jnp.sum(H * grad_l, -1)
         log_g = (lam1 - lam0) * p["log_lik"] + du * c
         noise = rng.normal(key, x.shape, x.dtype)
-        x_new = x + du * (H + g2 * lam1 * p["grad"]) + jnp.sqrt(g2 * du) * noise
+        x_new = x + du * (H + g2 * lam1 * grad_l) + jnp.sqrt(g2 * du) * noise
         return local(x_new, t1), log_g, ()
 
     return FeynmanKac(init, step)
