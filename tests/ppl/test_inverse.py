@@ -142,26 +142,42 @@ def test_errors():
 
 
 def test_afdps_refuses_a_grid_its_euler_maruyama_step_cannot_follow():
-    """du lambda_t g^2 |A|^2 / sigma^2 at its largest (VP, beta_max = 20, uniform grid), with
-    sigma = 0.7 and |A|^2 = 2: without annealing (lambda = 1) 0.2 * 2 / 0.49 = 0.82 at 100
-    steps (refused, pointing to 164 steps, where it is 0.5); annealed, 100 steps are accepted
-    and 10 are refused. Where the check fires AFDPS returned evidences tens to hundreds of nats
-    off, without failing."""
+    """du lambda_t e_t^2 g^2 |A|^2 / sigma^2 at its largest (VP, beta_max = 20, uniform grid),
+    with sigma = 0.7 and |A|^2 = 2: with the paper's potential (lambda = e = 1)
+    0.2 * 2 / 0.49 = 0.82 at 100 steps (refused, pointing to 164 steps, where it is 0.5); with
+    the rescaled one, 25 steps are accepted and 10 refused (0.86). Where the check fires AFDPS
+    returned evidences tens to hundreds of nats off, without failing."""
     with pytest.raises(ValueError, match=r"steps=100.*reaches 0\.82.*steps >= 16[45]"):
-        smc_inverse_problem(linear_model, (Y,), {}, 10, 0, "afdps", steps=100, anneal=False)
-    with pytest.raises(ValueError, match=r"steps=10: .*reaches 1\.63.*steps >= \d\d"):
+        smc_inverse_problem(linear_model, (Y,), {}, 10, 0, "afdps", steps=100, potential="noisy")
+    with pytest.raises(ValueError, match=r"steps=10: .*reaches 0\.86.*steps >= \d\d"):
         smc_inverse_problem(linear_model, (Y,), {}, 10, 0, "afdps", steps=10)
-    post = smc_inverse_problem(
-        linear_model, (Y,), {}, 10, 0, "afdps", steps=100, progress_bar=False
-    )
+    post = smc_inverse_problem(linear_model, (Y,), {}, 10, 0, "afdps", steps=25, progress_bar=False)
     assert post.samples["x"].shape == (1, 10, 2)
 
 
-def test_anneal_is_an_afdps_option_and_a_bool():
-    with pytest.raises(ValueError, match="anneal= applies to method='afdps' only"):
-        smc_inverse_problem(linear_model, (Y,), {}, 10, 0, "tds", anneal=True)
-    with pytest.raises(TypeError, match="anneal must be True or False, got 'yes'"):
-        smc_inverse_problem(linear_model, (Y,), {}, 10, 0, "afdps", anneal="yes")
+def test_potential_is_an_afdps_option():
+    with pytest.raises(ValueError, match="potential= applies to method='afdps' only"):
+        smc_inverse_problem(linear_model, (Y,), {}, 10, 0, "tds", potential="noisy")
+    with pytest.raises(
+        ValueError, match="unknown potential 'clean'; expected one of \\['noisy', 'rescaled'\\]"
+    ):
+        smc_inverse_problem(linear_model, (Y,), {}, 10, 0, "afdps", potential="clean")
+
+
+def test_afdps_through_ppl_matches_exact_evidence_and_modes():
+    """The ppl path of AFDPS (whitened likelihood, exact start, likelihood scale): one run of
+    4000 particles over 200 steps. The core sampler's bias here is about +0.03 nats (+0.058 at
+    100 steps, -0.003 +- 0.015 at 400: test_afdps.py) and a run's SD about 0.03, so 0.15 nats
+    is 4 SD plus the bias; the mode mass ~0.6 has an SE of ~0.01 (5 SE: 0.04)."""
+    post = smc_inverse_problem(
+        linear_model, (Y,), {}, 4000, 3, "afdps", steps=200, progress_bar=False
+    )
+    exact = float(gp.log_evidence(GMM, A, Y, SIGMA))
+    assert abs(post.log_evidence - exact) < 0.15, (post.log_evidence, exact)
+    frac = float((post.samples["x"][0, :, 0] > 0).mean())
+    post_gmm = gp.posterior(GMM, A, Y, SIGMA)  # components 6 SD from x1 = 0
+    exact_frac = float(jnp.sum(jnp.where(post_gmm.means[:, 0] > 0, post_gmm.weights, 0.0)))
+    assert abs(frac - exact_frac) < 0.04, (frac, exact_frac)
 
 
 def test_auto_uses_mcgdiff_and_returns_posterior():

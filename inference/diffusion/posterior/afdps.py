@@ -2,68 +2,75 @@
 
 Chen, Ren, Min, Ying & Izzo 2025, "Solving inverse problems via diffusion-based priors: an
 approximation-free ensemble sampling approach" (arXiv:2506.03979), Sec. 3 (the modified PDE,
-their eq. (3.6)-(3.9)) and the SDE variant of their Algorithm 1, with the potential annealed
-along the path as in the authors' released code (team brief, Sec. 7.4).
+their eq. (3.6)-(3.9)) and the SDE variant of their Algorithm 1, with a time-dependent potential
+(the authors' released code anneals theirs; team brief, Sec. 7.4).
 
-With ``mu(x) = -log p(y | x)``, a schedule ``lambda(u)`` from about 0 to 1, and the prior's
+With a potential ``mu_t(x)`` that ends at ``mu_{t_min}(x) = -log p(y | x)``, and the prior's
 reverse dynamics on the reverse clock ``u = t_max - t``, ``dX = H du + V dW`` with ``V = g``
 (the reverse SDE), ``H(x, t) = -f(x, t) + g(t)^2 score(x, t)``, the unnormalised family
-``q(x, t) = p_t(x) exp(-lambda mu(x))`` solves
+``q(x, t) = p_t(x) exp(-mu_t(x))`` solves
 
-    d_u q = -div[(H - V^2 lambda grad mu) q] + V^2/2 Lap q + c q,
-    c(x, t) = V^2/2 (lambda^2 |grad mu|^2 - lambda Lap mu) - lambda H . grad mu - lambda' mu,
+    d_u q = -div[(H - V^2 grad mu) q] + V^2/2 Lap q + c q,
+    c(x, t) = V^2/2 (|grad mu|^2 - Lap mu) - H . grad mu - d_u mu,
 
-so particles moved by Euler-Maruyama with the guided drift ``H + lambda g^2 grad log p(y|x)``
-and reweighted by ``exp(int c du)`` represent ``q`` (a Feynman-Kac formula). The paper's
-Algorithm 1 is ``lambda = 1`` (``anneal=False``). Per step ``k -> k + 1`` the weight is the
-exact tempering factor ``p(y | x)^(lambda_{k+1} - lambda_k)`` (the ``lambda' mu`` term) times
-the left-point (Ito) ``exp(du c(x_old, t))`` at ``lambda_{k+1}``, as in Algorithm 1; the score,
-likelihood, its gradient and Laplacian at the new point are cached for the next step
-(one score evaluation per particle and step). At ``u = 0``,
-``q ∝ N(0, rho^2 I) p(y|x)^lambda_0``; at ``t_min``, ``q = p(x) p(y|x)``, the unnormalised
-posterior, whose mass is ``p(y)``: the engine's evidence estimate targets ``log p(y)`` up to the
-``O(du)`` time discretisation (the method is consistent as ``N -> infinity`` and ``du -> 0``).
+so particles moved by Euler-Maruyama with the guided drift ``H - g^2 grad mu`` and reweighted by
+``exp(int c du)`` represent ``q`` (a Feynman-Kac formula). Per step ``k -> k + 1`` the weight is
+the exact change of potential at the particle, ``exp(mu_k(x) - mu_{k+1}(x))`` (the ``d_u mu``
+term), times the left-point (Ito) ``exp(du c(x_old, t))`` with ``mu_{k+1}``, as in Algorithm 1.
+At ``t_min``, ``q = p(x) p(y|x)``, the unnormalised posterior, whose mass is ``p(y)``: the
+engine's evidence estimate targets ``log p(y)`` up to the ``O(du)`` time discretisation (the
+method is consistent as ``N -> infinity`` and ``du -> 0``). One score evaluation per particle
+and step; the likelihood, its gradient and Laplacian are evaluated where the next step needs
+them.
 
-**The schedule** (``anneal=True``, the default) is the signal fraction
-``lambda_t = a_t^2 / (a_t^2 + s_t^2)`` (the tempering TDS uses for its twist; 4.5e-5 at
-``t_max`` on the VP SDE), set to 1 at the last grid point. The released code anneals linearly in
-``t`` on an EDM prior; the signal fraction is our choice, so that the potential acts in
-proportion to how much of ``x_0`` the noisy state holds. Without it the intermediate targets
-``p_t(x) p(y|x)`` put the full likelihood on states that are almost pure noise: the weights
-must then move mass by hundreds of nats along the path, and the guided drift is stiff.
+**Potentials** (``potential=``):
+
+* ``"rescaled"`` (the default, ours): ``mu_t(x) = -lambda_t log p(y | x / a_t)``, the likelihood
+  of the rescaled state ``x / a_t`` (the signal's scale; ``x_t = a_t x_0 + s_t eps``), tempered by
+  ``lambda_t = a_t^2 kappa / (a_t^2 kappa + s_t^2)`` with ``kappa = likelihood_scale^2``. For
+  ``N(y; A x, sigma^2 I)`` and ``likelihood_scale = sigma / |A|_2`` this is the likelihood of
+  ``x / a_t`` with its noise variance inflated from ``sigma^2`` to about
+  ``sigma^2 + (s_t / a_t)^2 |A|_2^2``, the spread of ``x_0`` given ``x_t`` (as the TDS twist and
+  the ports' ``r_t`` tempering, brief Sec. 7.4, but without differentiating the score). It is
+  flat at ``t_max`` and exact at ``t_min``.
+* ``"noisy"``: ``mu_t(x) = -log p(y | x)`` throughout, the paper's Algorithm 1.
+
+Why the default is ours: the paper's intermediate targets ``p_t(x) p(y | x)`` judge the noisy
+state as if it were clean. At high noise they put the full likelihood on states that are almost
+pure noise (the weights must move mass by hundreds of nats, the guided drift is stiff); and on
+well-separated modes they steer the particles to the prior modes whose *noised* means fit ``y``,
+not those whose clean means do: the particles commit to the wrong modes before the likelihood can
+tell them apart, and the weights cannot move them later. Measured on the MCGdiff benchmark
+prior (25 unit modes 16 apart, ``d = 8``, 20 problems, 2000 particles, 400 steps): SW 0.40 /
+0.13 / 0.29 for 1 / 2 / 4 observations with ``"rescaled"`` (``likelihood_scale = sigma / (2
+|A|_2)``, as ``ppl.smc``; mode masses within ``|z| <= 0.4`` in the slow tests, d = 8 and 80),
+against 867 / 1.5e9 / 2.73 (1 / 2 /
+5 problems non-finite) with ``"noisy"``; TDS 0.26 / 0.12 / 0.11 and MCGdiff 0.62 / 0.31 / 0.34
+at 100 steps (``bench/results/afdps_gmm_d8_cpu.log``).
 
 Initialisation: for a linear-Gaussian likelihood (``gaussian=(A, y, sigma)``) the exact
-Gaussian ``N(0, rho^2 I) N(y; A x, sigma^2 I)^lambda_0`` (``N(y; A x, sigma^2 / lambda_0 I)``
-up to a constant; precision ``lambda_0 A^T A / sigma^2 + I / rho^2``) with its constant weight;
-otherwise ``N(0, rho^2 I)`` draws weighted by ``p(y | x)^lambda_0``. ``Lap log p(y|x)`` is the
-exact Hessian trace (cost ``O(d)`` JVPs: fine for small ``d``) unless a ``laplacian_fn`` is
-given (constant ``-|A|_F^2 / sigma^2`` for the linear-Gaussian case). Small ``sigma`` makes the
-guided drift stiff: ``du lambda_t g^2 |A|^2 / sigma^2`` must stay well below 1 (``ppl.smc``
-refuses a grid where it exceeds 0.5).
+Gaussian ``N(0, rho^2 I) N(y; A x e_0, sigma^2 I)^lambda_0`` (``e_0 = 1 / a_{t_max}`` rescaled,
+1 noisy) with its constant weight; otherwise ``N(0, rho^2 I)`` draws weighted by
+``exp(-mu_{t_max})``. ``Lap log p(y|x)`` is the exact Hessian trace (cost ``O(d)`` JVPs: fine
+for small ``d``) unless a ``laplacian_fn`` is given (constant ``-|A|_F^2 / sigma^2`` for the
+linear-Gaussian case). The guided drift's stiff part is ``-du lambda e^2 g^2 A^T A / sigma^2``:
+its Euler-Maruyama step is stable only while that stays well below 1 (``ppl.smc`` refuses a grid
+where it exceeds 0.5; the rescaled potential keeps it bounded except at the last step).
 
-**Evidence estimate (measured, issue #6;** 2-d test case, ``sigma = 1``, VP, uniform grid; mean
-``log Z_hat - log p(y)`` +- SE over seeds):
+**Evidence estimate (measured, issue #6).** Its error is a positive ``O(du)`` time-discretisation
+bias. Rescaled, 2-d test case (``sigma = 1``, 16000 particles, 16 seeds): ``+0.339 +- 0.003`` at
+25 steps, ``+0.058 +- 0.003`` at 100, ``-0.003 +- 0.015`` at 400 (2000 particles, 8 seeds); d = 8
+benchmark, 20 problems, 400 steps: median ``|log Z_hat - log p(y)|`` 0.11 / 0.12 / 0.30 nats for
+1 / 2 / 4 observations. The likelihood scale trades this against SW: at the flat-prior value
+``sigma / |A|_2`` the median error was 0.56 / 0.54 (1 / 4 observations; 4.7 at 100 steps, 0.25
+at 1600) with SW 0.70 / 0.13; at a fifth of it 0.05 / 0.11 with SW 0.37 / 0.22.
 
-* annealed: ``+0.026 +- 0.003`` at ``K = 100`` steps and ``+0.190`` at ``K = 25``
-  (``N = 16000``, 16 seeds); ``+0.008 +- 0.006`` at ``K = 400`` (``N = 2000``, 8 seeds), the SE
-  of a run 25x smaller than without annealing;
-* without annealing, two errors of opposite sign add up: a time-discretisation bias of the
-  Euler-Maruyama move, positive and large, ``+1.62 +- 0.07`` (``K = 100``, ``N = 16000``),
-  ``+0.30 +- 0.04`` (``K = 400``, ``N = 32000``), ``-0.04 +- 0.11`` (``K = 1600``); and a heavy
-  right tail at moderate ``N`` (SD 0.56 nats at ``N = 2000``, ``K = 400``) whose Jensen bias is
-  negative and hides the first in small runs. Neither a trapezoidal rule for ``int c du``
-  (+1.60 vs +1.98 at 100 steps, ``N = 8000``) nor a grid uniform in ``int beta`` (+1.16) removes
-  it; nor does the exact discrete-time weight of the guided step against the unguided one
-  (TDS with twist ``p(y | x_t)``: ``-0.47 +- 0.07`` at ``K = 100``).
-
-**Where it fails: well-separated modes.** Annealed or not, the intermediate targets evaluate the
-likelihood at the noisy state, not at a denoised one (TDS, MCGdiff), so the particles can choose
-their prior mode before the likelihood can tell the modes apart, and the weights cannot move them
-later. On the MCGdiff benchmark prior (25 unit modes 16 apart, ``d = 8``, 4 observations,
-``sigma = 0.17``) every particle ended in a mode of posterior mass ~0 (evidence 64-68 nats low at
-400 to 6400 steps); without annealing it failed at 1 observation too (166 nats low). Evaluating
-the likelihood at ``x / a_t`` instead (same weights, a time-dependent potential) put the particles
-in the right mode but made the weights degenerate (ESS 0.1%) and the evidence 15 nats high.
+Without rescaling (``"noisy"``, 2-d test case, ``sigma = 1``) two errors of opposite sign add
+up: the time-discretisation bias, ``+1.62 +- 0.07``
+(``K = 100``, ``N = 16000``), ``+0.30 +- 0.04`` (``K = 400``, ``N = 32000``), ``-0.04 +- 0.11``
+(``K = 1600``), and a heavy right tail at moderate ``N`` (SD 0.56 nats at ``N = 2000``,
+``K = 400``) whose Jensen bias is negative. Neither a trapezoidal rule for ``int c du`` nor a grid
+uniform in ``int beta`` removes the first.
 """
 
 from __future__ import annotations
@@ -81,17 +88,27 @@ from inference.smc.engine import FeynmanKac, SMCResult, run
 
 from .common import default_grid
 
-__all__ = ["afdps", "sample_afdps", "signal_fraction_schedule"]
+__all__ = ["afdps", "sample_afdps", "potential_schedule", "POTENTIALS"]
+
+POTENTIALS = ("rescaled", "noisy")
 
 
-def signal_fraction_schedule(sde: SDE, grid: Array) -> Array:
-    """``lambda_k = a^2 / (a^2 + s^2)`` at each grid time, with ``lambda_K = 1`` at the end.
+def potential_schedule(
+    sde: SDE, grid: Array, potential: str = "rescaled", likelihood_scale: float = 1.0
+) -> tuple[Array, Array]:
+    """``(lambda_k, e_k)`` at each grid time: the potential is ``-lambda_k log p(y | e_k x)``.
 
-    The weight the annealed potential puts on ``log p(y | x)`` (module docstring): about
-    ``a(t_max)^2`` at the start (4.5e-5 for the VP SDE), 1 when the particles are clean.
+    ``"rescaled"``: ``e_k = 1 / a_k`` and ``lambda_k = a_k^2 kappa / (a_k^2 kappa + s_k^2)``,
+    ``kappa = likelihood_scale^2`` (about ``a(t_max)^2 kappa`` at the start, 4.5e-5 kappa on the
+    VP SDE), both set to 1 at the last grid point; ``"noisy"``: both 1 throughout.
     """
+    if potential == "noisy":
+        ones = jnp.ones_like(grid)
+        return ones, ones
     a, s = sde.marginal_mean_coeff(grid), sde.marginal_std(grid)
-    return (a**2 / (a**2 + s**2)).at[-1].set(1.0)
+    kappa = likelihood_scale**2
+    lam = (a**2 * kappa / (a**2 * kappa + s**2)).at[-1].set(1.0)
+    return lam, (1.0 / a).at[-1].set(1.0)
 
 
 def afdps(
@@ -102,7 +119,8 @@ def afdps(
     dim: int,
     laplacian_fn: Callable | None = None,
     gaussian: tuple | None = None,
-    anneal: bool = True,
+    potential: str = "rescaled",
+    likelihood_scale: float = 1.0,
 ) -> FeynmanKac:
     """AFDPS (SDE variant, ``V = g``) as a :class:`~inference.smc.engine.FeynmanKac` model.
 
@@ -113,70 +131,81 @@ def afdps(
         grid: decreasing times from ``t_max`` to ``t_min``.
         dim: ``d``.
         laplacian_fn: optional ``x -> Lap_x log p(y | x)``.
-        gaussian: optional ``(A, y, sigma)`` for the exact linear-Gaussian start.
-        anneal: weight the potential by the signal fraction ``lambda_t`` (default, module
-            docstring); ``False`` is the paper's Algorithm 1 (``lambda = 1`` throughout).
+        gaussian: optional ``(A, y, sigma)`` for the exact linear-Gaussian start (then
+            ``log_lik_fn`` must be the normalised ``log N(y; A x, sigma^2 I)``).
+        potential: ``"rescaled"`` (default) or ``"noisy"`` (the paper's; module docstring).
+        likelihood_scale: the likelihood's standard deviation in the units of ``x``
+            (``sigma / |A|_2`` for ``N(y; A x, sigma^2 I)``); sets the rescaled potential's
+            tempering.
     """
+    if potential not in POTENTIALS:
+        raise ValueError(f"potential must be one of {POTENTIALS}, got {potential!r}")
     rho = sde.prior_std
-    lam = signal_fraction_schedule(sde, grid) if anneal else jnp.ones_like(grid)
+    lam, e = potential_schedule(sde, grid, potential, likelihood_scale)
+    last = grid.shape[0] - 1
     if laplacian_fn is None:
 
         def laplacian_fn(x):
             return jnp.trace(jax.hessian(log_lik_fn)(x))
 
-    def local(x, t):
-        """Score, ``log p(y|x)``, its gradient and Laplacian at the particles (the rate ``c``
-        is assembled in ``step`` with ``lambda``, ``g^2`` and ``H`` of the step)."""
-        score = score_fn(x, t)
-        log_l, grad_l = jax.vmap(jax.value_and_grad(log_lik_fn))(x)
-        lap_l = jax.vmap(laplacian_fn)(x)
-        return {"x": x, "score": score, "log_lik": log_l, "grad": grad_l, "lap": lap_l}
+    def local(x, k):
+        """The score at ``(x, t_k)`` and what the step out of ``t_k`` needs of the likelihood:
+        ``log p(y | e_k x)`` (the potential the particles carry) and ``log p``, its gradient
+        and Laplacian at ``e_{k+1} x`` (the potential they move under)."""
+        e1 = e[jnp.minimum(k + 1, last)]
+        log_l, grad_l = jax.vmap(jax.value_and_grad(log_lik_fn))(x * e1)
+        out = {"x": x, "score": score_fn(x, grid[k]), "log_lik_next": log_l, "grad": grad_l}
+        out["lap"] = jax.vmap(laplacian_fn)(x * e1)
+        out["log_lik"] = log_l if potential == "noisy" else jax.vmap(log_lik_fn)(x * e[k])
+        return out
 
     def init(key, n):
         z = rng.normal(key, (n, dim))
         if gaussian is None:
             x = rho * z
-            return local(x, grid[0]), lam[0] * jax.vmap(log_lik_fn)(x)
-        # exact start N(0, rho^2 I) N(y; A x, sigma^2 I)^lam0 = N(0, rho^2 I) N(y; A x,
-        # sigma^2 / lam0 I) (2 pi sigma^2)^(m (1 - lam0) / 2) lam0^(-m / 2)
+            return local(x, 0), lam[0] * jax.vmap(log_lik_fn)(x * e[0])
+        # exact start N(0, rho^2 I) N(y; A e0 x, sigma^2 I)^lam0
+        # = N(0, rho^2 I) N(y / e0; A x, sigma^2 / (lam0 e0^2) I)
+        #   x (2 pi sigma^2)^(m (1 - lam0) / 2) lam0^(-m / 2) e0^(-m)
         A, y, sigma = gaussian
         A = jnp.asarray(A, z.dtype)
-        y = jnp.asarray(y, z.dtype)
         m = A.shape[0]
-        var = sigma**2 / lam[0]
+        y0 = jnp.asarray(y, z.dtype) / e[0]
+        var = sigma**2 / (lam[0] * e[0] ** 2)
         prec = A.T @ A / var + jnp.eye(dim, dtype=z.dtype) / rho**2
         chol = jnp.linalg.cholesky(prec)
-        mean = jax.scipy.linalg.cho_solve((chol, True), A.T @ y / var)
+        mean = jax.scipy.linalg.cho_solve((chol, True), A.T @ y0 / var)
         x = mean + jax.scipy.linalg.solve_triangular(chol.T, z.T, lower=False).T
         cov_y = rho**2 * A @ A.T + var * jnp.eye(m, dtype=z.dtype)
         cy = jnp.linalg.cholesky(cov_y)
-        w = jax.scipy.linalg.solve_triangular(cy, y, lower=True)
+        w = jax.scipy.linalg.solve_triangular(cy, y0, lower=True)
         log_z0 = (
             -0.5 * jnp.sum(w**2)
             - jnp.sum(jnp.log(jnp.diag(cy)))
             - 0.5 * m * math.log(2 * math.pi)
             + 0.5 * m * (1 - lam[0]) * jnp.log(2 * math.pi * sigma**2)
             - 0.5 * m * jnp.log(lam[0])
+            - m * jnp.log(e[0])
         )
-        return local(x, grid[0]), jnp.full((n,), log_z0)
+        return local(x, 0), jnp.full((n,), log_z0)
 
     def step(key, p, k):
         t, t1 = grid[k], grid[k + 1]
         du = t - t1
         g2 = sde.diffusion(t) ** 2
-        lam0, lam1 = lam[k], lam[k + 1]
+        lam0, lam1, e1 = lam[k], lam[k + 1], e[k + 1]
         x = p["x"]
         H = -sde.drift(x, t) + g2 * p["score"]
-        # raise the potential to lam1 at x (the exact tempering weight), then one left-point
-        # step of the PDE at lam1: weight du c(x, t), Euler-Maruyama move with the guided drift
-        # c = V^2/2 (|grad mu|^2 - Lap mu) - H.grad mu with mu = -lam1 log p(y|x)
-        grad_l = p["grad"]
-        c = 0.5 * g2 * (lam1**2 * jnp.sum(grad_l**2, -1) + lam1 * p["lap"])
-        c = c + lam1 * jnp.sum(H * grad_l, -1)
-        log_g = (lam1 - lam0) * p["log_lik"] + du * c
+        # change the potential to mu_{k+1} at x (the exact d_u mu weight), then one left-point
+        # step of the PDE under mu_{k+1} = -lam1 log p(y | e1 x): weight du c(x, t) with
+        # c = V^2/2 (|grad mu|^2 - Lap mu) - H.grad mu, and an Euler-Maruyama move with the
+        # guided drift H - g^2 grad mu; grad mu = -lam1 e1 grad log p, Lap mu = -lam1 e1^2 Lap
+        gmu = lam1 * e1 * p["grad"]
+        c = 0.5 * g2 * (jnp.sum(gmu**2, -1) + lam1 * e1**2 * p["lap"]) + jnp.sum(H * gmu, -1)
+        log_g = lam1 * p["log_lik_next"] - lam0 * p["log_lik"] + du * c
         noise = rng.normal(key, x.shape, x.dtype)
-        x_new = x + du * (H + g2 * lam1 * grad_l) + jnp.sqrt(g2 * du) * noise
-        return local(x_new, t1), log_g, ()
+        x_new = x + du * (H + g2 * gmu) + jnp.sqrt(g2 * du) * noise
+        return local(x_new, k + 1), log_g, ()
 
     return FeynmanKac(init, step)
 
@@ -194,11 +223,14 @@ def sample_afdps(
     ess_threshold: float = 0.5,
     resampling: str = "systematic",
     resample_at_end: bool = True,
-    anneal: bool = True,
+    potential: str = "rescaled",
+    likelihood_scale: float = 1.0,
 ) -> SMCResult:
     """Run AFDPS on the engine over a uniform grid of ``steps`` steps."""
     grid = default_grid(sde, steps)
-    fk = afdps(score_fn, sde, log_lik_fn, grid, dim, laplacian_fn, gaussian, anneal)
+    fk = afdps(
+        score_fn, sde, log_lik_fn, grid, dim, laplacian_fn, gaussian, potential, likelihood_scale
+    )
     return run(
         key,
         fk,
