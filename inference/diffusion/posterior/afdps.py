@@ -44,15 +44,16 @@ tell them apart, and the weights cannot move them later. Measured on the MCGdiff
 prior (25 unit modes 16 apart, ``d = 8``, 20 problems, 2000 particles, 400 steps): SW 0.40 /
 0.13 / 0.29 for 1 / 2 / 4 observations with ``"rescaled"`` (``likelihood_scale = sigma / (2
 |A|_2)``, as ``ppl.smc``; mode masses within ``|z| <= 0.4`` in the slow tests, d = 8 and 80),
-against 867 / 1.5e9 / 2.73 (1 / 2 /
-5 problems non-finite) with ``"noisy"``; TDS 0.26 / 0.12 / 0.11 and MCGdiff 0.62 / 0.31 / 0.34
-at 100 steps (``bench/results/afdps_gmm_d8_cpu.log``).
+against 867 / 1.5e9 / 2.73 (1 / 2 / 5 problems non-finite) with ``"noisy"``; TDS 0.26 / 0.12 /
+0.11 and MCGdiff 0.62 / 0.31 / 0.34 at 100 steps (``bench/results/afdps_gmm_d8_cpu.log``).
 
 Initialisation: for a linear-Gaussian likelihood (``gaussian=(A, y, sigma)``) the exact
 Gaussian ``N(0, rho^2 I) N(y; A x e_0, sigma^2 I)^lambda_0`` (``e_0 = 1 / a_{t_max}`` rescaled,
 1 noisy) with its constant weight; otherwise ``N(0, rho^2 I)`` draws weighted by
 ``exp(-mu_{t_max})``. ``Lap log p(y|x)`` is the exact Hessian trace (cost ``O(d)`` JVPs: fine
-for small ``d``) unless a ``laplacian_fn`` is given (constant ``-|A|_F^2 / sigma^2`` for the
+for small ``d``; the likelihood must be twice differentiable: a kink such as ``|x_1|`` puts a
+delta in the Laplacian that autodiff misses, and the evidence is then off) unless a
+``laplacian_fn`` is given (constant ``-|A|_F^2 / sigma^2`` for the
 linear-Gaussian case). The guided drift's stiff part is ``-du lambda e^2 g^2 A^T A / sigma^2``:
 its Euler-Maruyama step is stable only while that stays well below 1 (``ppl.smc`` refuses a grid
 where it exceeds 0.5; the rescaled potential keeps it bounded except at the last step).
