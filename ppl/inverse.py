@@ -342,6 +342,7 @@ def smc_inverse_problem(
     chunk_size: int | None = None,
     rejuvenation: dict | None = None,
     potential: str | None = None,
+    likelihood_scale: float | None = None,
     log_likelihood: bool = True,
 ) -> Posterior:
     """Sample the posterior of a model with a DiffusionPrior site by SMC along diffusion time.
@@ -373,6 +374,12 @@ def smc_inverse_problem(
             tempered along the path, or ``"noisy"``, the paper's Algorithm 1 (the full
             likelihood of the noisy state at every noise level); see
             :mod:`inference.diffusion.posterior.afdps`.
+        likelihood_scale: AFDPS's rescaled potential only: the likelihood's standard deviation
+            in the units of ``x``, which sets its tempering ``a_t^2 kappa / (a_t^2 kappa +
+            s_t^2)``, ``kappa = likelihood_scale^2``. Default: ``sigma / (2 |A|_2)`` for
+            ``Normal(A x + b, sigma)``, 0.5 otherwise (``AFDPS_SCALE_FACTOR``). Smaller is more
+            cautious: flatter intermediate potentials, smaller evidence bias, slower to commit
+            to modes.
         log_likelihood: compute the pointwise log-likelihood of the draws (for LOO / WAIC).
 
     Returns:
@@ -405,6 +412,15 @@ def smc_inverse_problem(
             )
         check_option("potential", potential, POTENTIALS)
     potential = "rescaled" if potential is None else potential
+    if likelihood_scale is not None:
+        if method != "afdps" or potential != "rescaled":
+            raise ValueError(
+                "likelihood_scale= applies to method='afdps' with potential='rescaled' only (got "
+                f"method={method!r}, potential={potential!r}); leave it out"
+            )
+        likelihood_scale = check_real(
+            "likelihood_scale", likelihood_scale, 0.0, None, low_open=True
+        )
     key = check_seed(seed)
     kwargs = dict(kwargs or {})
     problem = analyse(model, args, kwargs)
@@ -450,7 +466,11 @@ def smc_inverse_problem(
     elif method == "afdps":
         grid = default_grid(sde, steps, prior.grid)
         if problem.linear:
-            scale = AFDPS_SCALE_FACTOR / float(np.linalg.norm(problem.A_w, ord=2))
+            scale = (
+                AFDPS_SCALE_FACTOR / float(np.linalg.norm(problem.A_w, ord=2))
+                if likelihood_scale is None
+                else likelihood_scale
+            )
             _check_afdps_stiffness(
                 sde,
                 lambda n: default_grid(sde, n, prior.grid),
@@ -486,7 +506,9 @@ def smc_inverse_problem(
                 grid,
                 d,
                 potential=potential,
-                likelihood_scale=AFDPS_SCALE_FACTOR,
+                likelihood_scale=(
+                    AFDPS_SCALE_FACTOR if likelihood_scale is None else likelihood_scale
+                ),
             )
             shift = 0.0
     else:
@@ -542,6 +564,7 @@ def smc_inverse_problem(
             dps_scale,
             twist,
             potential,
+            likelihood_scale,
             rejuv_opts,
             # what the score model (a library object, taken by identity in the model's
             # fingerprint) and a rejuvenation log_prob_fn read: a changed global is a new program

@@ -155,13 +155,28 @@ def test_afdps_refuses_a_grid_its_euler_maruyama_step_cannot_follow():
     assert post.samples["x"].shape == (1, 10, 2)
 
 
-def test_potential_is_an_afdps_option():
+def test_afdps_options_are_checked_and_reach_the_sampler():
     with pytest.raises(ValueError, match="potential= applies to method='afdps' only"):
         smc_inverse_problem(linear_model, (Y,), {}, 10, 0, "tds", potential="noisy")
     with pytest.raises(
-        ValueError, match="unknown potential 'clean'; expected one of \\['noisy', 'rescaled'\\]"
+        ValueError, match=r"unknown potential 'clean'; expected one of \['noisy', 'rescaled'\]"
     ):
         smc_inverse_problem(linear_model, (Y,), {}, 10, 0, "afdps", potential="clean")
+    with pytest.raises(ValueError, match="likelihood_scale= applies to method='afdps' with"):
+        smc_inverse_problem(
+            linear_model, (Y,), {}, 10, 0, "afdps", potential="noisy", likelihood_scale=1.0
+        )
+    with pytest.raises(ValueError, match="likelihood_scale"):
+        smc_inverse_problem(linear_model, (Y,), {}, 10, 0, "afdps", likelihood_scale=0.0)
+    # the default is 0.5 sigma / |A|_2; given explicitly it is the same run, another differs
+    kw = dict(steps=25, progress_bar=False)
+    default = smc_inverse_problem(linear_model, (Y,), {}, 10, 0, "afdps", **kw)
+    same = smc_inverse_problem(
+        linear_model, (Y,), {}, 10, 0, "afdps", likelihood_scale=0.5 * SIGMA / 2**0.5, **kw
+    )
+    other = smc_inverse_problem(linear_model, (Y,), {}, 10, 0, "afdps", likelihood_scale=0.1, **kw)
+    np.testing.assert_allclose(same.samples["x"], default.samples["x"], rtol=1e-5)
+    assert not np.allclose(other.samples["x"], default.samples["x"])
 
 
 def test_afdps_through_ppl_matches_exact_evidence_and_modes():
