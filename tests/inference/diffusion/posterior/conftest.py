@@ -98,6 +98,28 @@ def evidence_z(log_z, exact) -> tuple[float, float]:
     return err, err / max(se, 1e-6)
 
 
+def grid_posterior(prior: GaussianMixture, log_lik, lim=8.0, n=801):
+    """The 2-d posterior ``prior(x) exp(log_lik(x))`` on an ``n x n`` grid over
+    ``[-lim, lim]^2``: the points, their normalised weights and ``log p(y)`` (Riemann sum)."""
+    g = np.linspace(-lim, lim, n)
+    pts = np.stack([a.ravel() for a in np.meshgrid(g, g, indexing="ij")], -1)
+    log_w = np.asarray(prior.logpdf(jnp.asarray(pts)), np.float64)
+    log_w += np.asarray(jax.vmap(log_lik)(jnp.asarray(pts)), np.float64)
+    top = log_w.max()
+    w = np.exp(log_w - top)
+    log_z = top + np.log(w.sum() * (g[1] - g[0]) ** 2)
+    return pts, w / w.sum(), float(log_z)
+
+
+def grid_feature_z(feats, pts, w, x) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-seed means of ``feats`` over draws ``x`` (``(S, N, 2)``) against their grid
+    expectations: ``(mean over seeds, exact, z)`` with the SE from the seeds."""
+    exact = (w[:, None] * feats(pts)).sum(0)
+    per_seed = feats(np.asarray(x, np.float64)).mean(1)
+    se = per_seed.std(0, ddof=1) / np.sqrt(per_seed.shape[0])
+    return per_seed.mean(0), exact, (per_seed.mean(0) - exact) / se
+
+
 @pytest.fixture(scope="session")
 def case2d():
     sde = VPSDE()
@@ -119,4 +141,6 @@ def H():
         summarise=summarise,
         evidence_z=evidence_z,
         mode_fractions=mode_fractions,
+        grid_posterior=grid_posterior,
+        grid_feature_z=grid_feature_z,
     )

@@ -117,21 +117,12 @@ def test_afdps_logistic_observation_matches_grid(case2d, H):
         )
 
     res = jax.jit(jax.vmap(one))(jax.random.split(jax.random.PRNGKey(2), H.SEEDS))
-    g = np.linspace(-8.0, 8.0, 801)
-    pts = np.stack([a.ravel() for a in np.meshgrid(g, g, indexing="ij")], -1)
-    log_w = np.asarray(case2d.prior.logpdf(jnp.asarray(pts)), np.float64)
-    log_w += np.asarray(jax.vmap(log_lik)(jnp.asarray(pts)), np.float64)
-    top = log_w.max()
-    weights = np.exp(log_w - top)
-    log_z = top + np.log(weights.sum() * (g[1] - g[0]) ** 2)
-    weights /= weights.sum()
+    pts, w, log_z = H.grid_posterior(case2d.prior, log_lik)
 
     def feats(z):
         return np.stack([z[..., 0] > 0, z[..., 1] > 0, z[..., 0], z[..., 1]], -1)
 
-    exact = (weights[:, None] * feats(pts)).sum(0)
-    per_seed = feats(np.asarray(res.particles["x"], np.float64)).mean(1)
-    z = (per_seed.mean(0) - exact) / (per_seed.std(0, ddof=1) / np.sqrt(H.SEEDS))
-    assert np.all(np.abs(z) < H.Z_MAX), (per_seed.mean(0), exact, z)
+    mean, exact, z = H.grid_feature_z(feats, pts, w, res.particles["x"])
+    assert np.all(np.abs(z) < H.Z_MAX), (mean, exact, z)
     err, zz = H.evidence_z(res.log_evidence, log_z)
     assert abs(err) < H.EVIDENCE_TOL and abs(zz) < H.Z_MAX, (err, zz)

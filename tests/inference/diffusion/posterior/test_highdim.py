@@ -36,7 +36,10 @@ def benchmark_problem(d, d_y, seed):
     return prior, A, y, sigma
 
 
-def _check(method, d, d_y, seed, H, steps=100):
+def _check(method, d, d_y, seed, H, steps=100, sw_factor=None, evidence_range=None):
+    """Mode masses (|z| < 4), within-mode SW below ``sw_factor`` (default ``H.SW_FACTOR``) times
+    the floor, and the evidence: within ``H.EVIDENCE_TOL`` and 4 SE, or inside
+    ``evidence_range`` where a sampler's measured discretisation bias is larger."""
     prior, A, y, sigma = benchmark_problem(d, d_y, seed)
     score_fn = prior.score_fn(SDE)
     prob = gp.LinearGaussianGMMProblem(prior, A, y, sigma)
@@ -44,6 +47,21 @@ def _check(method, d, d_y, seed, H, steps=100):
     def one(key):
         if method == "mcgdiff":
             return sample_mcgdiff(key, score_fn, SDE, A, y, sigma, H.N, steps)
+        if method == "afdps":  # the likelihood scale of ppl.smc, 0.5 sigma / |A|_2
+            lap = -jnp.sum(A**2) / sigma**2
+            scale = 0.5 * sigma / jnp.linalg.norm(A, 2)
+            return sample_afdps(
+                key,
+                score_fn,
+                SDE,
+                prob.log_likelihood,
+                d,
+                H.N,
+                steps,
+                lambda x: lap,
+                (A, y, sigma),
+                likelihood_scale=scale,
+            )
         tw = gaussian_twist(SDE, A, y, sigma)
         return sample_tds(key, score_fn, SDE, prob.log_likelihood, d, H.N, steps, log_twist_fn=tw)
 
@@ -51,9 +69,12 @@ def _check(method, d, d_y, seed, H, steps=100):
     x = res.particles["x"] if isinstance(res.particles, dict) else res.particles
     s = H.summarise(prob.posterior, np.asarray(x))
     assert np.all(np.abs(s.z) < H.Z_MAX), (s.frac[s.ref > 0.01], s.ref[s.ref > 0.01], s.z)
-    assert s.sw < H.SW_FACTOR * s.floor, (s.sw, s.floor)
+    assert s.sw < (sw_factor or H.SW_FACTOR) * s.floor, (s.sw, s.floor)
     err, z = H.evidence_z(res.log_evidence, float(prob.log_evidence))
-    assert abs(err) < H.EVIDENCE_TOL and abs(z) < H.Z_MAX, (err, z)
+    if evidence_range is None:
+        assert abs(err) < H.EVIDENCE_TOL and abs(z) < H.Z_MAX, (err, z)
+    else:
+        assert evidence_range[0] < err < evidence_range[1], err
 
 
 @pytest.mark.slow
@@ -80,28 +101,4 @@ def test_afdps_rescaled_finds_the_modes_slow(d, d_y, H):
     (the particles of one run are correlated: the per-seed mean varies 3-4x more than for
     independent draws, so a run's cloud is offset by ~0.1); evidence +0.24 / +0.19 nats, the
     O(du) bias (+0.07 / +0.13 at 1600 steps). d = 80, d_y = 2: |z| <= 0.1, SW 1.43 x, -0.012."""
-    prior, A, y, sigma = benchmark_problem(d, d_y, 100 + d + d_y)
-    prob = gp.LinearGaussianGMMProblem(prior, A, y, sigma)
-    lap = -jnp.sum(A**2) / sigma**2
-    scale = 0.5 * sigma / jnp.linalg.norm(A, 2)  # as ppl.smc
-
-    def one(key):
-        return sample_afdps(
-            key,
-            prior.score_fn(SDE),
-            SDE,
-            prob.log_likelihood,
-            d,
-            H.N,
-            400,
-            lambda x: lap,
-            (A, y, sigma),
-            likelihood_scale=scale,
-        )
-
-    res = jax.jit(jax.vmap(one))(jax.random.split(jax.random.PRNGKey(100 + d + d_y), H.SEEDS))
-    s = H.summarise(prob.posterior, np.asarray(res.particles["x"]))
-    assert np.all(np.abs(s.z) < H.Z_MAX), (s.frac[s.ref > 0.01], s.ref[s.ref > 0.01], s.z)
-    assert s.sw < 3.0 * s.floor, (s.sw, s.floor)
-    err, _ = H.evidence_z(res.log_evidence, float(prob.log_evidence))
-    assert -0.1 < err < 0.4, err
+    _check("afdps", d, d_y, 100 + d + d_y, H, steps=400, sw_factor=3.0, evidence_range=(-0.1, 0.4))
